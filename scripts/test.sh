@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Run every test of trustroot.spire_tpm on a fresh Debian bookworm machine: installs what it needs first.
+#   bash scripts/test.sh            # everything (what CI runs)
+#   bash scripts/test.sh pytest     # only the pytest suites (unit + integration through ansible-playbook)
+#   stages: pytest molecule sanity lint
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/bootstrap.sh
+source "$ROOT/scripts/bootstrap.sh"
+cd "$ROOT"
+stages=("$@")
+[ "${#stages[@]}" -gt 0 ] || stages=(pytest molecule sanity lint)
+t0=$SECONDS
+declare -A took
+
+run_pytest() {
+  # -n 2: the suites start their own swtpm / step-ca / simulator instances on free ports, so they parallelise.
+  python -m pytest -n 2 -p no:cacheprovider tests
+}
+
+run_molecule() {
+  if [ ! -d molecule ] || [ -z "$(ls -A molecule 2>/dev/null)" ]; then echo "molecule: no scenarios yet"; return 0; fi
+  for scenario in molecule/*/; do
+    s="$(basename "$scenario")"
+    echo "== molecule test -s $s"
+    molecule test -s "$s"
+  done
+}
+
+run_sanity() {
+  python "$ROOT/scripts/ansible_test_offline.py"
+  local dest="$ROOT/.build/sanity/ansible_collections/trustroot/spire_tpm"
+  rm -rf "$dest"; mkdir -p "$dest"
+  git ls-files -z --cached --others --exclude-standard | rsync -a --from0 --files-from=- ./ "$dest/"
+  (cd "$dest" && git init -q && git add -A && \
+     ansible-test sanity --python 3.11 --requirements --color no --exclude tests/simulators/ --exclude bench/ \
+       --exclude scripts/ --exclude tests/conftest.py)
+}
+
+run_lint() {
+  ansible-lint --profile production --offline -q
+}
+
+for s in "${stages[@]}"; do
+  start=$SECONDS
+  echo "=== stage: $s"
+  "run_$s"
+  took[$s]=$((SECONDS - start))
+done
+echo "=== all stages passed in $((SECONDS - t0)) s:"
+for s in "${stages[@]}"; do echo "    $s: ${took[$s]} s"; done
