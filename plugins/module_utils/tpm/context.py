@@ -37,7 +37,9 @@ try:
 except ImportError as _imp_err:  # pragma: no cover - exercised by the sanity import test
     HAS_PYTSS = False
     PYTSS_IMPORT_ERROR = _imp_err
-    TSS2_Exception = Exception
+
+    class TSS2_Exception(Exception):  # noqa: N801 - stands in for tpm2_pytss's class when it is missing
+        """Never raised: lets ``except TSS2_Exception`` compile where tpm2-pytss is absent."""
 
 DEVICE_CANDIDATES = ("/dev/tpmrm0", "/dev/tpm0")
 
