@@ -24,12 +24,14 @@ __metaclass__ = type
 
 import hashlib
 import ipaddress
+import os
+import socket
 import struct
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError
-from ansible_collections.trustroot.spire_tpm.plugins.module_utils.files import read_bytes
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.files import ManagedFile, parse_mode, read_bytes
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.context import (
-    TSS2_Exception, describe_tss_error, set_auth)
+    TSS2_Exception, describe_tss_error, open_tpm, set_auth)
 
 try:
     from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_ECC, TPM2_RC, TPMA_OBJECT
@@ -513,3 +515,98 @@ def csr_matches(csr_pem, public_key, name, sans=None):
     if csr.subject != name:
         return False
     return sorted(map(repr, _sans_of(csr))) == sorted(map(repr, sans or []))
+
+
+# --- the devid_csr workflow ---------------------------------------------------------------------------------------
+
+def _check_writable(path, what):
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(directory):
+        raise SpireTpmError("the directory of %s (%s) does not exist" % (what, directory),
+                            "create it first (e.g. with ansible.builtin.file state=directory) or choose another path")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise SpireTpmError("%s cannot be written: no write permission on %s for uid %d" % (what, directory,
+                                                                                          os.getuid()),
+                            "run the task with become, or choose a writable path")
+    if os.path.isdir(path):
+        raise SpireTpmError("%s %s is a directory" % (what, path), "give the path of a file")
+
+
+def ensure_devid_csr(tcti=None, key_type="rsa", pub_path=None, priv_path=None, csr_path=None, common_name=None,
+                     subject=None, subject_alt_names=None, devid_password=None, owner_hierarchy_password=None,
+                     force=False, owner=None, group=None, mode=None, check_mode=False):
+    """Make sure a DevID key (SPIRE format) and a CSR for it with the wanted subject exist.
+
+    Returns a dict: changed, key_created, csr (PEM or None in check mode before the key exists), public_key,
+    public_key_sha256, key_type, subject, pub_path, priv_path, csr_path, written (paths changed), diff (list).
+    """
+    require_cryptography()
+    _check_key_type(key_type)
+    if not common_name:
+        common_name = socket.getfqdn()
+    name = build_subject(common_name, subject)
+    sans = parse_sans(subject_alt_names)
+    file_mode = parse_mode(mode, None)
+    for path, what in ((pub_path, "pub_path"), (priv_path, "priv_path"), (csr_path, "csr_path")):
+        _check_writable(path, what)
+    pub_file = ManagedFile(pub_path, 0o644 if file_mode is None else file_mode, owner, group)
+    priv_file = ManagedFile(priv_path, 0o600 if file_mode is None else file_mode, owner, group, secret=True)
+    csr_file = ManagedFile(csr_path, 0o644 if file_mode is None else file_mode, owner, group)
+
+    result = {"key_type": key_type, "pub_path": pub_path, "priv_path": priv_path, "csr_path": csr_path,
+              "subject": name.rfc4514_string({NameOID.SERIAL_NUMBER: "serialNumber"}), "key_created": False, "csr": None, "public_key": None,
+              "public_key_sha256": None}
+    blobs = None
+    reason = None
+    if force:
+        reason = "force: true"
+    elif pub_file.before is None or priv_file.before is None:
+        reason = "no existing key blobs"
+    else:
+        existing = parse_public_blob(pub_file.before, pub_path)
+        if key_type_of(existing) != key_type:
+            reason = "key type changes from %s to %s" % (key_type_of(existing), key_type)
+        else:
+            blobs = DevIDBlobs(existing, priv_file.before)
+
+    csr_pem = None
+    with open_tpm(tcti) as tpm:
+        if blobs is None:
+            result["key_created"] = True
+            result["key_reason"] = reason
+            if not check_mode:
+                blobs = create_devid(tpm, key_type, devid_password, owner_hierarchy_password)
+        if blobs is not None:
+            handle, public = load_devid(tpm, blobs.pub_blob, blobs.priv_blob, devid_password,
+                                        owner_hierarchy_password, pub_path, priv_path)
+            key = signing_key(tpm, handle, public)
+            pubkey = key.public_key()
+            result["public_key"] = public_key_pem(pubkey)
+            result["public_key_sha256"] = public_key_sha256(pubkey)
+            if not result["key_created"] and csr_matches(csr_file.before, pubkey, name, sans):
+                csr_pem = csr_file.before.decode("ascii")
+            else:
+                csr_pem = build_csr(key, name, sans)
+            result["csr"] = csr_pem
+
+    written, diffs = [], []
+    if blobs is not None:
+        plan = [(pub_file, blobs.pub_blob), (priv_file, blobs.priv_blob), (csr_file, csr_pem.encode("ascii"))]
+    else:  # check mode, the key does not exist yet: everything would be written anew
+        plan = [(pub_file, None), (priv_file, None), (csr_file, None)]
+    for mf, data in plan:
+        if data is None:
+            written.append(mf.path)
+            diffs.append({"before_header": mf.path, "after_header": mf.path,
+                          "before": mf.diff(b"")["before"],
+                          "after": "<new DevID %s, made in the TPM when not in check mode>\n" % (
+                              "CSR" if mf is csr_file else "key blob")})
+            continue
+        if mf.needs_write(data):
+            diffs.append(mf.diff(data))
+            mf.write(data, check_mode)
+            written.append(mf.path)
+    result["written"] = written
+    result["diff"] = diffs
+    result["changed"] = bool(written)
+    return result
