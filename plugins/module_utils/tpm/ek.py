@@ -202,10 +202,24 @@ def normalize_template(template):
     return name
 
 
-def ek_template(tpm, template="EK-RSA2048"):
-    """(certificate DER or None, TPM2B_PUBLIC template) for the named TCG EK template, honouring the NV template
-    and nonce indices the manufacturer may have provisioned."""
+def _no_nv(index):
+    raise NoSuchIndex(int(index))
+
+
+def ek_template(tpm, template="EK-RSA2048", nv_template=True):
+    """(certificate DER or None, TPM2B_PUBLIC template) for the named TCG EK template.
+
+    With ``nv_template`` the NV template and nonce indices the manufacturer may have provisioned are honoured
+    (as tpm2_createek does); without, the plain default template is used (as go-tpm-tools' DefaultEKTemplateRSA,
+    which SPIRE regenerates) and no certificate is read.
+    """
     name = normalize_template(template)
+    if not nv_template:
+        if name not in ("EK-RSA2048", "EK-ECC256"):
+            raise SpireTpmError("EK template %s needs the NV indices (nv_template=False given)" % name,
+                                "use nv_template=True for high-range templates")
+        _cert, pub = create_ek_template(name, _no_nv)
+        return None, pub
     try:
         cert, pub = create_ek_template(name, _nv_read_cb(tpm))
     except ValueError as e:
@@ -220,14 +234,14 @@ def ek_template(tpm, template="EK-RSA2048"):
     return cert, pub
 
 
-def create_ek(tpm, template="EK-RSA2048", endorsement_hierarchy_password=None):
-    """Create the EK from the TCG template in the endorsement hierarchy.
+def create_ek(tpm, template="EK-RSA2048", endorsement_hierarchy_password=None, nv_template=True):
+    """Create the EK from the TCG template in the endorsement hierarchy (``nv_template``: see ``ek_template``).
 
     Returns (esys_handle, TPM2B_PUBLIC). The handle is tracked (``tpm.track``) so it is flushed when the
     connection closes; flush it earlier with ``tpm.flush(handle)``.
     """
     name = normalize_template(template)
-    _cert, in_public = ek_template(tpm, name)
+    _cert, in_public = ek_template(tpm, name, nv_template)
     set_auth(tpm, ESYS_TR.ENDORSEMENT, endorsement_hierarchy_password)
     try:
         handle, out_public, _cd, _dg, _tk = tpm.esapi.create_primary(
@@ -347,3 +361,115 @@ def template_name_for(key_type, size_or_curve, high_range=False):
     if high_range:
         candidates.reverse()
     return EK_TEMPLATE_NAMES[candidates[0]]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the EK inventory tpm_ek_info reports
+# ---------------------------------------------------------------------------------------------------------------
+SPIRE_EK_NV_INDEX = 0x01C00002
+_EC_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+
+
+def describe_public_key(public_key):
+    """('rsa', bits, None) / ('ecc', None, 'P-384') of a cryptography public key."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return "rsa", public_key.key_size, None
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return "ecc", None, _EC_CURVES.get(public_key.curve.name, public_key.curve.name)
+    return type(public_key).__name__, None, None
+
+
+def _entry(key_type, key_size, curve, nv_index, handle, public_key, source):
+    return {
+        "key_type": key_type, "key_size": key_size, "curve": curve,
+        "nv_index": ("0x%08x" % nv_index) if nv_index is not None else None,
+        "persistent_handle": ("0x%08x" % handle) if handle is not None else None,
+        "source": source,
+        "certificate": None, "public_key": public_key_pem(public_key), "pubhash": pubhash(public_key),
+        "subject": None, "issuer": None, "serial": None, "not_before": None, "not_after": None,
+        "chain_verified": None, "chain_error": None,
+    }
+
+
+def ek_report(tpm, trust_anchors=None, intermediates=(), endorsement_hierarchy_password=None):
+    """Every EK of the TPM with its certificate (if any), persistent handle (if any) and chain check.
+
+    Returns a dict: ``eks`` (list of entries, see tpm_ek_info's RETURN), ``ek_pubhash`` (SPIRE/spire-tpm-plugin's
+    hash: the key of the EK certificate at 0x01c00002 if present, else of the default-template RSA EK),
+    ``spire_tpm_devid_ready`` and ``spire_tpm_devid_reason``. ``trust_anchors`` (list of cryptography
+    certificates, every one an anchor as in SPIRE's endorsement_ca_path) enables the chain check; None skips it.
+    """
+    from ansible_collections.trustroot.spire_tpm.plugins.module_utils import x509 as x509u
+    from cryptography import x509
+
+    persistent = []
+    for handle, pub in persistent_eks(tpm):
+        try:
+            persistent.append((handle, ek_public_key(pub)))
+        except SpireTpmError:  # e.g. an SM2 EK cryptography cannot represent
+            continue
+    by_hash = dict((pubhash(k), h) for h, k in persistent)
+
+    eks = []
+    spire_cert = None
+    for nv_index in sorted(EK_NV_INDICES):
+        der = read_nv_certificate(tpm, nv_index)
+        if der is None:
+            continue
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            key = cert.public_key()
+        except (ValueError, TypeError) as e:
+            raise SpireTpmError("the EK certificate at NV index 0x%08x is not a valid DER certificate: %s"
+                                % (nv_index, e),
+                                "the TPM's EK certificate is damaged; ask the vendor, or provision the EK "
+                                "certificate again (tpm2_nvread 0x%08x shows the raw bytes)" % nv_index)
+        key_type, key_size, curve = describe_public_key(key)
+        ph = pubhash(key)
+        entry = _entry(key_type, key_size, curve, nv_index, by_hash.get(ph), key, "nv_certificate")
+        entry.update(x509u.certificate_summary(cert))
+        entry.pop("sha256_fingerprint", None)
+        entry["certificate"] = x509u.to_pem(cert)
+        if trust_anchors is not None:
+            entry["chain_verified"], entry["chain_error"] = x509u.verify_chain(cert, trust_anchors, intermediates)
+        eks.append(entry)
+        if nv_index == SPIRE_EK_NV_INDEX:
+            spire_cert = (cert, key, entry)
+
+    seen = set(e["pubhash"] for e in eks)
+    for handle, key in persistent:
+        if pubhash(key) in seen:
+            continue
+        key_type, key_size, curve = describe_public_key(key)
+        eks.append(_entry(key_type, key_size, curve, None, handle, key, "persistent"))
+        seen.add(pubhash(key))
+
+    # The RSA EK SPIRE regenerates: go-tpm-tools DefaultEKTemplateRSA (plain TCG template, no NV template/nonce).
+    handle, pub = create_ek(tpm, "EK-RSA2048", endorsement_hierarchy_password, nv_template=False)
+    try:
+        default_key = ek_public_key(pub)
+    finally:
+        tpm.flush(handle)
+    default_hash = pubhash(default_key)
+    if default_hash not in seen:
+        eks.append(_entry("rsa", default_key.key_size, None, None, None, default_key, "default_template"))
+
+    if spire_cert is None:
+        ek_pubhash = default_hash
+        ready, reason = False, ("no EK certificate at NV index 0x%08x (the RSA EK certificate SPIRE's tpm_devid "
+                                "attestor reads)" % SPIRE_EK_NV_INDEX)
+    else:
+        cert, key, entry = spire_cert
+        ek_pubhash = entry["pubhash"]
+        if entry["key_type"] != "rsa":
+            ready, reason = False, "the EK certificate at 0x%08x holds a %s key; SPIRE needs RSA" % (
+                SPIRE_EK_NV_INDEX, entry["key_type"])
+        elif entry["pubhash"] != default_hash:
+            ready, reason = False, ("the key of the EK certificate at 0x%08x differs from the EK regenerated from "
+                                    "the default RSA template, which SPIRE compares it with" % SPIRE_EK_NV_INDEX)
+        elif trust_anchors is not None and not entry["chain_verified"]:
+            ready, reason = False, "the EK certificate does not verify against ca_path: %s" % entry["chain_error"]
+        else:
+            ready, reason = True, None
+    return {"eks": eks, "ek_pubhash": ek_pubhash, "spire_tpm_devid_ready": ready, "spire_tpm_devid_reason": reason}
