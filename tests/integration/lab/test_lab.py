@@ -1,0 +1,254 @@
+# -*- coding: utf-8 -*-
+"""The lab itself (lab/lab.py): hosts reachable over real SSH, each with its own hostname, its own SPIRE
+directories and its own swtpm whose EK certificates chain to the one lab manufacturer CA — checked with
+tpm2-tools inside each host's network namespace and with openssl, not with the lab's own code.
+
+The test lab uses its own name, subnet and state dir, so it never clashes with a lab a developer has up.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+LAB = ROOT / "lab" / "lab.py"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (network namespaces)")
+
+HOSTS = ["spire-server-1:server", "agent-1:agent", "agent-2:agent", "agent-3:agent:noek", "bare-1:agent:notpm"]
+
+
+def _free_subnet():
+    """A /24 under 10.213.128.0/17 that no interface of this machine uses (developer labs use 10.213.0.0/24)."""
+    used = []
+    out = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True, check=True)
+    for iface in json.loads(out.stdout or "[]"):
+        for a in iface.get("addr_info", []):
+            used.append(ipaddress.ip_network("%s/%s" % (a["local"], a["prefixlen"]), strict=False))
+    start = 128 + os.getpid() % 120
+    for third in list(range(start, 250)) + list(range(128, start)):
+        net = ipaddress.ip_network("10.213.%d.0/24" % third)
+        if not any(net.overlaps(u) for u in used):
+            return str(net)
+    raise RuntimeError("no free /24 in 10.213.128.0/17")
+
+
+class LabUnderTest:
+    def __init__(self, state_dir):
+        self.name = "t%x" % (os.getpid() % 0xFFFF)
+        self.subnet = _free_subnet()
+        self.state_dir = Path(state_dir)
+
+    @property
+    def dir(self):
+        return self.state_dir / self.name
+
+    def lab(self, *args, check=True):
+        cmd = [sys.executable, str(LAB), args[0], "--name", self.name, "--state-dir", str(self.state_dir)]
+        cmd += list(args[1:])
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if check:
+            assert out.returncode == 0, "lab.py %s failed (%d): %s %s" % (args, out.returncode, out.stdout, out.stderr)
+        return out
+
+    def status(self):
+        out = self.lab("status", "--json", check=False)
+        return out.returncode, json.loads(out.stdout)
+
+    @property
+    def inventory(self):
+        return self.dir / "inventory.yml"
+
+    def netns(self, host):
+        return "spt-%s-%s" % (self.name, host)
+
+    def in_host(self, host, *cmd, check=True, text=True):
+        env = dict(os.environ, TPM2TOOLS_TCTI="swtpm:port=2321", TSS2_LOG="all+NONE")
+        out = subprocess.run(["ip", "netns", "exec", self.netns(host)] + list(cmd), capture_output=True,
+                             text=text, env=env)
+        if check:
+            assert out.returncode == 0, "%s in %s failed: %s" % (cmd, host, out.stderr)
+        return out
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    t = LabUnderTest(tmp_path_factory.mktemp("lab"))
+    args = ["up", "--subnet", t.subnet]
+    for h in HOSTS:
+        args += ["--host", h]
+    t0 = time.monotonic()
+    t.lab(*args)
+    t.up_seconds = time.monotonic() - t0
+    yield t
+    t.lab("down", "--purge", check=False)
+
+
+def test_up_reports_every_host_running(lab):
+    rc, st = lab.status()
+    assert rc == 0, st
+    assert [h["name"] for h in st["hosts"]] == [h.split(":")[0] for h in HOSTS]
+    assert all(h["ok"] for h in st["hosts"])
+    bare = [h for h in st["hosts"] if h["name"] == "bare-1"][0]
+    assert bare["swtpm"] is None and "notpm" in bare["flags"]
+    print("lab up (5 hosts, fresh): %.1f s" % lab.up_seconds)
+
+
+def _adhoc(lab, tmp_path, module, args=None):
+    """Run an ad-hoc Ansible module on every lab host; return {host: result} (tree callback, one JSON per host)."""
+    tree = tmp_path / ("tree-%d" % time.monotonic_ns())
+    cmd = [str(Path(sys.executable).parent / "ansible"), "all", "-i", str(lab.inventory), "-m", module, "-t", str(tree)]
+    if args:
+        cmd += ["-a", args]
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_DEPRECATION_WARNINGS="0")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, "ansible %s failed (%d): %s %s" % (module, out.returncode, out.stdout, out.stderr)
+    return {p.name: json.loads(p.read_text()) for p in tree.iterdir()}
+
+
+def test_ansible_reaches_every_host_with_own_hostname_and_dirs(lab, tmp_path):
+    names = [h.split(":")[0] for h in HOSTS]
+    pings = _adhoc(lab, tmp_path, "ansible.builtin.ping")
+    assert sorted(pings) == sorted(names)
+    assert all(r["ping"] == "pong" for r in pings.values())
+    hostnames = _adhoc(lab, tmp_path, "ansible.builtin.command", "hostname")
+    assert {h: r["stdout"] for h, r in hostnames.items()} == {n: n for n in names}
+    _adhoc(lab, tmp_path, "ansible.builtin.copy", "dest=/etc/spire/whoami content={{inventory_hostname}} mode=0644")
+    listing = _adhoc(lab, tmp_path, "ansible.builtin.command", "ls /etc/spire /var/lib/spire /etc/ansible/facts.d")
+    for name in names:
+        assert listing[name]["stdout_lines"].count("whoami") == 1
+        # Each host's /etc/spire is its own directory under the lab state dir...
+        assert (lab.dir / "hosts" / name / "root" / "etc" / "spire" / "whoami").read_text() == name
+    # ...and the machine's own /etc/spire stays untouched.
+    assert not Path("/etc/spire/whoami").exists()
+
+
+def test_inventory_groups(lab):
+    out = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(lab.inventory), "--list"],
+                         capture_output=True, text=True, check=True)
+    inv = json.loads(out.stdout)
+    assert inv["spire_servers"]["hosts"] == ["spire-server-1"]
+    assert inv["spire_agents"]["hosts"] == ["agent-1", "agent-2", "agent-3", "bare-1"]
+    assert inv["tpm_hosts"]["hosts"] == ["spire-server-1", "agent-1", "agent-2", "agent-3"]
+    assert inv["lab_no_ek_cert"]["hosts"] == ["agent-3"]
+    assert inv["lab_no_tpm"]["hosts"] == ["bare-1"]
+    hv = inv["_meta"]["hostvars"]
+    assert hv["agent-1"]["tpm_tcti"] == "swtpm:port=2321"
+    assert hv["agent-1"]["ansible_user"] == "root"
+    assert hv["agent-1"]["tpm_host_install_packages"] is False
+    assert hv["agent-1"]["ansible_python_interpreter"]
+    bundle = Path(hv["spire-server-1"]["lab_endorsement_ca_bundle"])
+    assert bundle.read_text().count("BEGIN CERTIFICATE") == 2
+    assert "lab_endorsement_ca_bundle" not in hv["agent-1"]
+
+
+def _verify_chain(lab, der, tmp_path, label):
+    """openssl (the oracle) verifies a DER EK certificate against the lab's manufacturer root + intermediate."""
+    cert = tmp_path / ("%s.pem" % label)
+    subprocess.run(["openssl", "x509", "-inform", "DER", "-in", str(der), "-out", str(cert)], check=True)
+    ca = lab.dir / "manufacturer"
+    out = subprocess.run(["openssl", "verify", "-CAfile", str(ca / "swtpm-localca-rootca-cert.pem"),
+                          "-untrusted", str(ca / "issuercert.pem"), str(cert)], capture_output=True, text=True)
+    return out, cert
+
+
+def test_each_host_has_its_own_tpm_with_ek_certs_from_the_lab_ca(lab, tmp_path):
+    fingerprints = set()
+    for name in ("spire-server-1", "agent-1", "agent-2"):
+        for nv, label in (("0x01c00002", "rsa"), ("0x01c00016", "ecc")):
+            der = tmp_path / ("%s-%s.der" % (name, label))
+            lab.in_host(name, "tpm2_nvread", "-C", "o", "-o", str(der), nv)
+            out, pem = _verify_chain(lab, der, tmp_path, "%s-%s" % (name, label))
+            assert out.returncode == 0 and ": OK" in out.stdout, (name, label, out.stdout, out.stderr)
+            # Without the intermediate the chain must NOT verify: the bundle really is two-level.
+            bad = subprocess.run(["openssl", "verify", "-CAfile",
+                                  str(lab.dir / "manufacturer" / "swtpm-localca-rootca-cert.pem"), str(pem)],
+                                 capture_output=True, text=True)
+            assert bad.returncode != 0
+            fp = subprocess.run(["openssl", "x509", "-in", str(pem), "-noout", "-fingerprint", "-sha256"],
+                                capture_output=True, text=True, check=True).stdout
+            fingerprints.add(fp)
+    assert len(fingerprints) == 6, "every host must have its own EK certificates"
+
+
+def test_no_ek_cert_host_and_no_tpm_host(lab):
+    # agent-3: a working TPM without any EK certificate in NV.
+    pub = lab.in_host("agent-3", "tpm2_nvreadpublic").stdout
+    assert "0x1c00002" not in pub and "0x1c00016" not in pub
+    assert lab.in_host("agent-3", "tpm2_getcap", "properties-fixed").stdout.count("TPM2_PT_FAMILY_INDICATOR") == 1
+    res = lab.in_host("agent-3", "tpm2_nvread", "-C", "o", "0x01c00002", check=False, text=False)
+    assert res.returncode != 0
+    # bare-1: nothing answers on the TPM port inside that host.
+    res = lab.in_host("bare-1", "tpm2_getcap", "properties-fixed", check=False)
+    assert res.returncode != 0
+
+
+def test_hosts_reach_each_other_by_name(lab):
+    """`lab.py exec` enters the host like its SSH sessions: own /etc/hosts (names of the other hosts), hostname."""
+    probe = ("import socket; s=socket.create_connection(('spire-server-1', 22), 2); "
+             "print(socket.gethostname(), s.recv(20).decode().strip())")
+    out = lab.lab("exec", "agent-1", "--", sys.executable, "-c", probe)
+    host, banner = out.stdout.split()
+    assert host == "agent-1" and banner.startswith("SSH-2.0-")
+    out = lab.lab("exec", "agent-2", "--", "tpm2_getcap", "properties-fixed")
+    assert "TPM2_PT_MANUFACTURER" in out.stdout
+
+
+def test_up_repairs_a_half_up_lab_and_is_idempotent(lab):
+    pid = int((lab.dir / "hosts" / "agent-1" / "sshd.pid").read_text())
+    os.kill(pid, 15)
+    tpm_pid = int((lab.dir / "hosts" / "agent-2" / "swtpm.pid").read_text())
+    os.kill(tpm_pid, 15)
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        rc, st = lab.status()
+        if rc != 0:
+            break
+        time.sleep(0.05)
+    assert rc != 0
+    down = {h["name"] for h in st["hosts"] if not h["ok"]}
+    assert down == {"agent-1", "agent-2"}, st
+    ek_before = lab.in_host("agent-1", "tpm2_readpublic", "-c", "0x81010001").stdout
+    t0 = time.monotonic()
+    lab.lab("up")  # parameters come from the saved lab.json
+    took = time.monotonic() - t0
+    rc, st = lab.status()
+    assert rc == 0, st
+    # The TPMs are not re-manufactured: same EK after a repair.
+    assert lab.in_host("agent-1", "tpm2_readpublic", "-c", "0x81010001").stdout == ek_before
+    print("lab up (repair): %.1f s" % took)
+
+
+def test_down_is_complete_and_idempotent(tmp_path_factory):
+    """A second, small lab: down removes namespaces, links and processes; down twice is fine; purge removes state."""
+    t = LabUnderTest(tmp_path_factory.mktemp("lab2"))
+    t.name += "b"
+    t.subnet = _free_subnet()
+    try:
+        t.lab("up", "--subnet", t.subnet, "--host", "one:server", "--host", "two:agent:noek")
+        pids = [int((t.dir / "hosts" / h / f).read_text()) for h in ("one", "two") for f in ("sshd.pid", "swtpm.pid")]
+        t0 = time.monotonic()
+        t.lab("down")
+        took = time.monotonic() - t0
+        t.lab("down")
+        netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert t.netns("one") not in netns and t.netns("two") not in netns
+        for pid in pids:
+            stat = Path("/proc/%d/stat" % pid)
+            assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        addrs = subprocess.run(["ip", "-4", "addr"], capture_output=True, text=True).stdout
+        assert t.subnet.rsplit(".", 1)[0] + ".1/24" not in addrs
+        assert (t.dir / "hosts" / "one" / "tpm").is_dir()  # TPM state kept without --purge
+        t.lab("down", "--purge")
+        assert not t.dir.exists()
+        print("lab down (2 hosts): %.2f s" % took)
+    finally:
+        t.lab("down", "--purge", check=False)
