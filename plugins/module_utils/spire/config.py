@@ -39,9 +39,15 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import difflib
+import os
 import re
+import shutil
+import subprocess
+import tempfile
+import time
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.files import ManagedFile, parse_mode
 
 try:
     import hcl  # pyhcl
@@ -490,12 +496,13 @@ def _check_plugin(kind, ptype, name, spec, warnings):
     checksum = spec.get("plugin_checksum")
     external = _is_external(spec)
     if checksum is not None and checksum != "":
-        if not isinstance(checksum, str) or not _HEX64_RE.match(checksum):
+        # Go's hex.DecodeString fails on a non-hex character and on an odd length, before the length check.
+        if not isinstance(checksum, str) or not _HEX64_RE.match(checksum) or len(checksum) % 2:
             raise SpireTpmError("%s.plugin_checksum is not a hex string (SPIRE: \"checksum is not a valid hex "
                                 "string\")" % where, "set it to the sha256 of the plugin binary (sha256sum)")
         if len(checksum) != 64:
             raise SpireTpmError("%s.plugin_checksum has %d characters (SPIRE: \"expected checksum of length 64; "
-                                "got %d\")" % (where, len(checksum), len(checksum) // 2 * 2),
+                                "got %d\")" % (where, len(checksum), len(checksum)),
                                 "set it to the 64-hex-digit SHA-256 of the plugin binary (sha256sum <plugin_cmd>)")
         if not external:
             warnings.append("%s has plugin_checksum but no plugin_cmd: SPIRE ignores the checksum of a built-in"
@@ -659,3 +666,84 @@ def build(kind, config, allow_insecure_bootstrap=False):
     """Validate then render; return (text, warnings)."""
     warnings = validate(kind, config, allow_insecure_bootstrap=allow_insecure_bootstrap)
     return render(kind, config), warnings
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Writing the file (what the spire_config module does)
+
+def run_validate(validate_bin, text, directory=None, timeout=120):
+    """Run ``<validate_bin> validate -config <tmpfile>`` on the text; raise SpireTpmError when SPIRE rejects it.
+
+    Returns the command's combined output. The temporary file (mode 0600) is removed afterwards.
+    """
+    if directory is None or not os.path.isdir(directory):
+        directory = tempfile.gettempdir()
+    fd, tmp = tempfile.mkstemp(prefix=".spire-config-validate.", suffix=".conf", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        try:
+            proc = subprocess.run([validate_bin, "validate", "-config", tmp], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, timeout=timeout)
+        except OSError as e:
+            raise SpireTpmError("cannot run %s: %s" % (validate_bin, e.strerror or e),
+                                "point validate_bin at the installed spire-server/spire-agent binary, or unset it")
+        except subprocess.TimeoutExpired:
+            raise SpireTpmError("%s validate did not finish within %d s" % (validate_bin, timeout),
+                                "check that the configured DataStore/KeyManager backends are reachable")
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+    output = proc.stdout.decode("utf-8", "replace").replace(tmp, "<config>").strip()
+    if proc.returncode != 0:
+        raise SpireTpmError("%s validate rejected the configuration (exit %d): %s"
+                            % (validate_bin, proc.returncode, output),
+                            "fix the setting SPIRE names above", validate_output=output)
+    return output
+
+
+def backup_path(path):
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime())
+    candidate = "%s.%s.bak" % (path, stamp)
+    n = 1
+    while os.path.exists(candidate):
+        candidate = "%s.%s-%d.bak" % (path, stamp, n)
+        n += 1
+    return candidate
+
+
+def ensure_config(path, kind, config, validate_bin=None, backup=True, owner=None, group=None, mode=0o640,
+                  secret_keys=DEFAULT_SECRET_KEYS, allow_insecure_bootstrap=False, check_mode=False):
+    """Validate, render and (when it differs) atomically write a SPIRE configuration file.
+
+    Returns a dict: changed, rendered (secrets masked), backup_file, node_attestors, validated, warnings, path,
+    diff (masked before/after).
+    """
+    text, warnings = build(kind, config, allow_insecure_bootstrap=allow_insecure_bootstrap)
+    data = text.encode("utf-8")
+    mf = ManagedFile(path, mode=parse_mode(mode, 0o640), owner=owner, group=group, secret=False)
+    content_changes = mf.before != data
+    validated = False
+    if validate_bin and content_changes and os.path.isfile(validate_bin) and os.access(validate_bin, os.X_OK):
+        run_validate(validate_bin, text, os.path.dirname(os.path.abspath(path)))
+        validated = True
+    backup_file = None
+    if backup and content_changes and mf.before is not None and not check_mode:
+        backup_file = backup_path(path)
+        shutil.copy2(path, backup_file)
+    changed = mf.write(data, check_mode=check_mode)
+    before_text = mf.before.decode("utf-8", "replace") if mf.before is not None else ""
+    diff = {"before": mask_text(before_text, secret_keys), "after": mask_text(text, secret_keys),
+            "before_header": path, "after_header": path}
+    return {
+        "changed": changed,
+        "path": path,
+        "rendered": mask_text(text, secret_keys),
+        "backup_file": backup_file,
+        "node_attestors": node_attestors(config),
+        "validated": validated,
+        "warnings": warnings,
+        "diff": diff,
+    }

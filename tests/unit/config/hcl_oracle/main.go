@@ -1,4 +1,5 @@
-// hcl_oracle decodes an HCL file with hashicorp/hcl v1 — the library SPIRE's hcl.Decode is — and prints JSON.
+// hcl_oracle decodes an HCL file with hashicorp/hcl v1 — the library behind SPIRE's hcl.Decode — and prints JSON.
+// With -expandEnv it first expands $VAR/${VAR} the way SPIRE's -expandEnv does (os.Expand, "$$" stays "$").
 // Test oracle for trustroot.spire_tpm's HCL renderer (built from Debian's golang-github-hashicorp-hcl-dev).
 package main
 
@@ -12,13 +13,28 @@ import (
 )
 
 func main() {
-	data, err := ioutil.ReadFile(os.Args[1])
+	args := os.Args[1:]
+	expand := false
+	if len(args) > 0 && args[0] == "-expandEnv" {
+		expand = true
+		args = args[1:]
+	}
+	data, err := ioutil.ReadFile(args[0])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	text := string(data)
+	if expand {
+		text = os.Expand(text, func(key string) string {
+			if key == "$" {
+				return "$"
+			}
+			return os.Getenv(key)
+		})
+	}
 	var out map[string]interface{}
-	if err := hcl.Decode(&out, string(data)); err != nil {
+	if err := hcl.Decode(&out, text); err != nil {
 		fmt.Fprintln(os.Stderr, "decode:", err)
 		os.Exit(1)
 	}
