@@ -412,7 +412,7 @@ def apply_plan(cli, plan, max_entries=MAX_BATCH_ENTRIES, max_bytes=MAX_BATCH_BYT
             cause += "; %d deletes were not attempted because of the failures" % len(skipped_deletes)
         raise SpireTpmError(cause, "fix the failing entries (AlreadyExists means a similar entry with the same "
                                    "spiffe_id, parent_id and selectors exists; run again to converge)",
-                            failed=failures, created=done["created"], updated=done["updated"],
+                            failures=failures, created=done["created"], updated=done["updated"],
                             deleted=done["deleted"], skipped_deletes=skipped_deletes)
     return done
 
