@@ -32,7 +32,7 @@ from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import 
 
 try:
     from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import ExtensionOID
     HAS_CRYPTOGRAPHY = True
@@ -81,7 +81,7 @@ def parse_certificates(data, source="<data>"):
         data = data.encode("utf-8")
     if PEM_BEGIN in data:
         try:
-            return list(x509.load_pem_x509_certificates(data))
+            return _load_pem_bundle(data)
         except ValueError as e:
             raise SpireTpmError("%s holds a malformed PEM certificate: %s" % (source, e),
                                 "replace it with a valid PEM or DER certificate (openssl x509 -in FILE -noout "
@@ -91,6 +91,21 @@ def parse_certificates(data, source="<data>"):
     except ValueError as e:
         raise SpireTpmError("%s is neither a PEM bundle nor a DER certificate: %s" % (source, e),
                             "put only certificates (PEM or DER) there")
+
+
+def _load_pem_bundle(data):
+    if hasattr(x509, "load_pem_x509_certificates"):  # cryptography >= 39
+        return list(x509.load_pem_x509_certificates(data))
+    certs = []  # older cryptography (e.g. Debian bookworm's 38): one block at a time
+    end = b"-----END CERTIFICATE-----"
+    pos = data.find(PEM_BEGIN)
+    while pos != -1:
+        stop = data.find(end, pos)
+        if stop == -1:
+            raise ValueError("unterminated PEM block")
+        certs.append(x509.load_pem_x509_certificate(data[pos:stop + len(end)]))
+        pos = data.find(PEM_BEGIN, stop)
+    return certs
 
 
 def load_certificates(path, skip_invalid=False):
@@ -204,10 +219,30 @@ def _is_issued_by(cert, issuer):
     if aki is not None and ski is not None and aki != ski:
         return False
     try:
-        cert.verify_directly_issued_by(issuer)
+        _verify_signature(cert, issuer)
         return True
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
+
+
+def _verify_signature(cert, issuer):
+    """Raise unless ``issuer``'s key made ``cert``'s signature (InvalidSignature / ValueError / TypeError)."""
+    if hasattr(cert, "verify_directly_issued_by"):  # cryptography >= 40
+        cert.verify_directly_issued_by(issuer)
+        return
+    # older cryptography: RSA PKCS#1 v1.5, ECDSA, Ed25519/Ed448 by hand (RSA-PSS needs cryptography >= 40)
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+    key = issuer.public_key()
+    if cert.signature_algorithm_oid.dotted_string == "1.2.840.113549.1.1.10":
+        raise ValueError("RSA-PSS signatures need cryptography >= 40")
+    if isinstance(key, rsa.RSAPublicKey):
+        key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+    elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+        key.verify(cert.signature, cert.tbs_certificate_bytes)
+    else:
+        raise TypeError("unsupported issuer key type %s" % type(key).__name__)
 
 
 def _check_validity(cert, now, role):

@@ -15,7 +15,8 @@ version_added: "1.0.0"
 description:
   - Reads the selected PCRs of the selected banks in as few C(TPM2_PCR_Read) calls as the TPM allows (at most
     8 digests per call), as one consistent snapshot (the read restarts when a PCR is extended meanwhile).
-  - Sets C(ansible_facts.tpm_pcrs) as C({bank: {"index": "lowercase hex"}}).
+  - Sets C(ansible_facts.tpm_pcrs), a mapping of bank name to a mapping of PCR index (as a string) to the
+    lowercase hex value.
   - With O(baseline) or O(baseline_file) reports every PCR whose value differs (C(drift)) and whether all match.
   - Read-only.
 author:
@@ -38,7 +39,8 @@ options:
     default: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23]
   baseline:
     description:
-      - Expected values as a mapping bank to C({index: hex digest}), for example a former C(ansible_facts.tpm_pcrs).
+      - Expected values as a mapping of bank name to a mapping of PCR index to hex digest, for example a former
+        C(ansible_facts.tpm_pcrs).
       - Hex may be upper or lower case with or without C(0x). PCRs of the baseline outside O(banks)/O(pcrs) are read
         as well, for the comparison only.
       - Mutually exclusive with O(baseline_file).

@@ -203,3 +203,17 @@ def test_summary_fields(pki):
     assert s["subject"] == "" and s["issuer"] == "CN=Test EK CA"
     assert int(s["serial"], 16) == pki["leaf"].serial_number
     assert s["not_after"].endswith("Z")
+
+
+def test_old_cryptography_fallbacks(pki, monkeypatch):
+    """Without verify_directly_issued_by / load_pem_x509_certificates (cryptography < 40, e.g. Debian bookworm's
+    python3-cryptography 38) the hand-written signature check and PEM splitting give the same answers."""
+    monkeypatch.delattr(x509.Certificate, "verify_directly_issued_by", raising=False)
+    monkeypatch.delattr(x509, "load_pem_x509_certificates", raising=False)
+    assert not hasattr(pki["leaf"], "verify_directly_issued_by")
+    assert xu.verify_chain(pki["leaf"], [pki["root"]], [pki["inter"]]) == (True, None)
+    forged = mint("", pki["leaf_key"], "Test EK CA", pki["inter_key"], ca=False, sign_key=pki["root_key"])
+    assert xu.verify_chain(forged, [pki["root"], pki["inter"]])[0] is False
+    # an ECDSA-signed intermediate (the root key is P-256) takes the ECDSA path, the leaf the RSA path
+    certs = xu.parse_certificates(_pem(pki["root"], pki["inter"], pki["leaf"]))
+    assert [c.serial_number for c in certs] == [pki[k].serial_number for k in ("root", "inter", "leaf")]
