@@ -480,12 +480,13 @@ def write_inventory(lab):
         "lab_state_dir": lab.state,
         "lab_manufacturer_root_ca": lab.root_ca,
         "lab_manufacturer_intermediate_ca": lab.intermediate_ca,
+        # Root AND intermediate in one PEM bundle: SPIRE's tpm_devid server (endorsement_ca_path) verifies EK
+        # certificates with no intermediates pool. Every host may read it (tpm_ek_info's chain check).
+        "lab_endorsement_ca_bundle": lab.ca_bundle,
     }
     server_vars = {
-        # Endorsement CA bundle for SPIRE's tpm_devid server (endorsement_ca_path): root AND intermediate,
-        # because SPIRE verifies the EK certificate with no intermediates pool.
-        "lab_endorsement_ca_bundle": lab.ca_bundle,
-        "lab_manufacturer_ca_dir": lab.ca_dir,
+        # The manufacturer CA as a directory of PEM files (spire-tpm-plugin's ca_path): root and intermediate.
+        "lab_manufacturer_ca_dir": lab.ca_dir / "certs",
     }
 
     def hostblock(hosts, indent, with_vars):
@@ -528,6 +529,10 @@ def write_inventory(lab):
 def write_ca_bundle(lab):
     if lab.root_ca.exists() and lab.intermediate_ca.exists():
         lab.ca_bundle.write_text(lab.root_ca.read_text() + lab.intermediate_ca.read_text())
+        certs = lab.ca_dir / "certs"
+        certs.mkdir(exist_ok=True)
+        (certs / "manufacturer-root.pem").write_text(lab.root_ca.read_text())
+        (certs / "manufacturer-intermediate.pem").write_text(lab.intermediate_ca.read_text())
 
 
 def up(lab):

@@ -147,7 +147,10 @@ def test_inventory_groups(lab):
     assert hv["agent-1"]["ansible_python_interpreter"]
     bundle = Path(hv["spire-server-1"]["lab_endorsement_ca_bundle"])
     assert bundle.read_text().count("BEGIN CERTIFICATE") == 2
-    assert "lab_endorsement_ca_bundle" not in hv["agent-1"]
+    assert hv["agent-1"]["lab_endorsement_ca_bundle"] == str(bundle)
+    ca_dir = Path(hv["spire-server-1"]["lab_manufacturer_ca_dir"])
+    assert sorted(p.name for p in ca_dir.iterdir()) == ["manufacturer-intermediate.pem", "manufacturer-root.pem"]
+    assert "lab_manufacturer_ca_dir" not in hv["agent-1"]
 
 
 def _verify_chain(lab, der, tmp_path, label):
