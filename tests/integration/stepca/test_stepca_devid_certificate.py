@@ -111,8 +111,9 @@ def test_issue_noop_renew_revoke_with_tpm_key(step_ca, swtpm, run_playbook, tmp_
     assert issued["changed"] is True and issued["cert_action"] == "issued"
     assert again["changed"] is False and again["cert_action"] == "none"
     assert again["serial"] == issued["serial"]
-    assert issued["diff"][0]["after"].startswith("-----BEGIN CERTIFICATE-----") if isinstance(
-        issued.get("diff"), list) else True
+    diff = issued["diff"][0] if isinstance(issued["diff"], list) else issued["diff"]
+    assert diff["before"] == "" and diff["after"].startswith("-----BEGIN CERTIFICATE-----")
+    assert "diff" not in again or not again["diff"]
 
     # the chain: leaf + intermediate, verifying to the pinned root; leaf for the TPM key; 90 days
     certs = verify_chain(step_ca, d, d / "devid.crt")
