@@ -15,7 +15,8 @@ version_added: "1.0.0"
 description:
   - Reads the EK certificates from the NV indices of the TCG EK Credential Profile (low range C(0x01c00002) RSA-2048
     and C(0x01c0000a) ECC P-256, high range C(0x01c00012) to C(0x01c0001e)), the persistent EKs in
-    C(0x81010000)-C(0x810100ff), and regenerates the RSA EK from the default TCG template as SPIRE does.
+    C(0x81010000)-C(0x810100ff), and regenerates the RSA EK from the default TCG template as SPIRE does
+    (reusing the persistent EK at C(0x81010001) when it was made from that template, as go-tpm-tools does).
   - Reports for each EK its key, SHA-256 public key hash (C(pubhash)), certificate fields and, with O(ca_path),
     whether the certificate chains to the manufacturer CAs.
   - Computes C(ek_pubhash), the hash spire-tpm-plugin names agents and C(hash_path) files by, and whether the TPM

@@ -392,6 +392,51 @@ def _entry(key_type, key_size, curve, nv_index, handle, public_key, source):
     }
 
 
+def matches_template(public, template):
+    """True when ``public`` was made from ``template``: every field equal except ``unique`` (the key itself).
+
+    The same rule go-tpm-tools applies before reusing a cached (persistent) key for a template.
+    """
+    a = getattr(public, "publicArea", public)
+    t = getattr(template, "publicArea", template)
+    try:
+        a_copy, _ = type(a).unmarshal(a.marshal())
+        t_copy, _ = type(t).unmarshal(t.marshal())
+        if a_copy.type != t_copy.type:
+            return False
+        if a_copy.type == TPM2_ALG.RSA:
+            a_copy.unique.rsa = b""
+            t_copy.unique.rsa = b""
+        elif a_copy.type == TPM2_ALG.ECC:
+            a_copy.unique.ecc.x = b""
+            a_copy.unique.ecc.y = b""
+            t_copy.unique.ecc.x = b""
+            t_copy.unique.ecc.y = b""
+        return a_copy.marshal() == t_copy.marshal()
+    except (TypeError, ValueError, AttributeError):  # pragma: no cover - malformed public area
+        return False
+
+
+RSA_EK_RESERVED_HANDLE = 0x81010001
+
+
+def default_rsa_ek(tpm, endorsement_hierarchy_password=None):
+    """The RSA EK of the default TCG template (what SPIRE regenerates) without leaving anything loaded.
+
+    Reuses the persistent EK at 0x81010001 when its public area matches the template (RSA primaries take seconds
+    on hardware TPMs; go-tpm-tools reuses it the same way); otherwise creates it and flushes it again.
+    Returns (source, persistent handle int or None, TPM2B_PUBLIC), source 'persistent' or 'created'.
+    """
+    _cert, template = ek_template(tpm, "EK-RSA2048", nv_template=False)
+    if RSA_EK_RESERVED_HANDLE in persistent_handles(tpm, RSA_EK_RESERVED_HANDLE, RSA_EK_RESERVED_HANDLE):
+        pub = read_persistent_public(tpm, RSA_EK_RESERVED_HANDLE)
+        if matches_template(pub, template):
+            return "persistent", RSA_EK_RESERVED_HANDLE, pub
+    handle, pub = create_ek(tpm, "EK-RSA2048", endorsement_hierarchy_password, nv_template=False)
+    tpm.flush(handle)
+    return "created", None, pub
+
+
 def ek_report(tpm, trust_anchors=None, intermediates=(), endorsement_hierarchy_password=None):
     """Every EK of the TPM with its certificate (if any), persistent handle (if any) and chain check.
 
@@ -446,11 +491,8 @@ def ek_report(tpm, trust_anchors=None, intermediates=(), endorsement_hierarchy_p
         seen.add(pubhash(key))
 
     # The RSA EK SPIRE regenerates: go-tpm-tools DefaultEKTemplateRSA (plain TCG template, no NV template/nonce).
-    handle, pub = create_ek(tpm, "EK-RSA2048", endorsement_hierarchy_password, nv_template=False)
-    try:
-        default_key = ek_public_key(pub)
-    finally:
-        tpm.flush(handle)
+    _src, _handle, pub = default_rsa_ek(tpm, endorsement_hierarchy_password)
+    default_key = ek_public_key(pub)
     default_hash = pubhash(default_key)
     if default_hash not in seen:
         eks.append(_entry("rsa", default_key.key_size, None, None, None, default_key, "default_template"))

@@ -132,3 +132,23 @@ def test_info_and_banks_match_getcap(swtpm):
     caps = yaml.safe_load(swtpm.tool("tpm2_getcap", "pcrs").stdout)["selected-pcrs"]
     expected = dict((list(d)[0], list(d.values())[0]) for d in caps if list(d.values())[0])
     assert banks == expected
+
+
+def test_default_rsa_ek_reuses_only_a_matching_persistent_key(swtpm_factory, tmp_path):
+    t = swtpm_factory(ek_certs=False)
+    with open_tpm(t.tcti) as tpm:
+        src, handle, pub = ek.default_rsa_ek(tpm)
+    assert (src, handle) == ("persistent", 0x81010001)
+    # replace 0x81010001 by a key of another template (tpm2_createprimary's default storage key)
+    t.tool("tpm2_evictcontrol", "-C", "o", "-c", "0x81010001")
+    ctx = tmp_path / "o.ctx"
+    t.tool("tpm2_createprimary", "-C", "e", "-c", str(ctx))
+    t.tool("tpm2_evictcontrol", "-C", "o", "-c", str(ctx), "0x81010001")
+    t.tool("tpm2_flushcontext", "-t")
+    with open_tpm(t.tcti) as tpm:
+        src2, handle2, pub2 = ek.default_rsa_ek(tpm)
+        assert [h for h, _ in ek.persistent_eks(tpm)] == [0x81010016]  # the storage key is no EK
+    assert (src2, handle2) == ("created", None)
+    assert ek.pubhash(ek.ek_public_key(pub2)) == ek.pubhash(ek.ek_public_key(pub))
+    assert ek.pubhash(ek.ek_public_key(pub2)) != openssl_pubhash_of_handle(t, "0x81010001", tmp_path)
+    assert t.transient_handles() == []
