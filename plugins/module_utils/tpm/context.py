@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The one way into the TPM: open a connection, translate failures, flush every transient handle.
 
 Usage (one context per operation scope, as in tpm2-pytss's own tests)::
