@@ -34,7 +34,8 @@ extends_documentation_fragment:
   - trustroot.spire_tpm.tpm
 options:
   devid_cert_path:
-    description: The DevID certificate (PEM), followed by its intermediate CA certificates (SPIRE agent's C(devid_cert_path)).
+    description:
+      - The DevID certificate (PEM), followed by its intermediate CA certificates (SPIRE agent's C(devid_cert_path)).
     type: path
     required: true
   devid_pub_path:
@@ -98,7 +99,7 @@ EXAMPLES = r"""
 RETURN = r"""
 checks:
   description: Every check run, in SPIRE's order.
-  returned: always
+  returned: success, and on failure when the checks could run
   type: list
   elements: dict
   contains:

@@ -554,7 +554,8 @@ def ensure_devid_csr(tcti=None, key_type="rsa", pub_path=None, priv_path=None, c
     csr_file = ManagedFile(csr_path, 0o644 if file_mode is None else file_mode, owner, group)
 
     result = {"key_type": key_type, "pub_path": pub_path, "priv_path": priv_path, "csr_path": csr_path,
-              "subject": name.rfc4514_string({NameOID.SERIAL_NUMBER: "serialNumber"}), "key_created": False, "csr": None, "public_key": None,
+              "subject": name.rfc4514_string({NameOID.SERIAL_NUMBER: "serialNumber"}), "key_created": False,
+              "csr": None, "public_key": None,
               "public_key_sha256": None}
     blobs = None
     reason = None

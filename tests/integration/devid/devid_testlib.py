@@ -27,7 +27,8 @@ class DevIDCA:
         self.root_key = ec.generate_private_key(ec.SECP256R1())
         self.inter_key = ec.generate_private_key(ec.SECP256R1())
         self.root = self._mint(_name("Test DevID Root"), _name("Test DevID Root"), self.root_key.public_key(),
-                               self.root_key, True, now - datetime.timedelta(days=1), now + datetime.timedelta(days=365))
+                               self.root_key, True, now - datetime.timedelta(days=1),
+                               now + datetime.timedelta(days=365))
         self.inter = self._mint(_name("Test DevID Intermediate"), self.root.subject, self.inter_key.public_key(),
                                 self.root_key, True, now - datetime.timedelta(days=1),
                                 now + datetime.timedelta(days=365))

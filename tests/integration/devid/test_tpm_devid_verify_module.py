@@ -1,5 +1,5 @@
-"""tpm_devid_verify through ansible-playbook on swtpm: the full loop (devid_csr → local DevID CA → verify) for RSA and
-ECC DevIDs, and each way SPIRE's tpm_devid attestation breaks, with the message the operator gets."""
+"""tpm_devid_verify through ansible-playbook on swtpm: the full loop (devid_csr → local DevID CA → verify) for RSA
+and ECC DevIDs, and each way SPIRE's tpm_devid attestation breaks, with the message the operator gets."""
 
 import hashlib
 

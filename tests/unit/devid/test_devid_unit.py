@@ -198,7 +198,8 @@ def test_selectors_and_agent_id_follow_spire():
 
 def test_devid_signature_verification_rsa_and_ecc():
     nonce = b"\x07" * 32
-    for key in (rsa.generate_private_key(public_exponent=65537, key_size=2048), ec.generate_private_key(ec.SECP256R1())):
+    keys = (rsa.generate_private_key(public_exponent=65537, key_size=2048), ec.generate_private_key(ec.SECP256R1()))
+    for key in keys:
         cert = _cert(_n("x"), _n("x"), key, key, False)
         if isinstance(key, rsa.RSAPrivateKey):
             good = key.sign(nonce, padding.PKCS1v15(), hashes.SHA256())
