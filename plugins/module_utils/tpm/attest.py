@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Local replay of SPIRE's ``tpm_devid`` node attestation: the agent's TPM session and every server check.
 
 Agent side (pkg/agent/plugin/nodeattestor/tpmdevid/tpmutil/session.go), against this host's TPM:

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """DevID keys exactly as SPIRE's tpm_devid agent loads them.
 
 * The parent is a primary in the OWNER hierarchy made from go-tpm-tools' SRK template with an empty unique
