@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+# -*- coding: utf-8 -*-
+# Copyright: trustroot.spire_tpm contributors
+# Apache License 2.0 (see LICENSE)
+"""The lab environment the playbook tests and molecule scenarios run on (test harness, never shipped).
+
+On top of ``lab/lab.py`` (netns hosts with sshd and swtpm) it adds what the playbooks need from the outside:
+
+* a local DevID CA on the controller (key encrypted with a password) for devid_provision's ``local`` backend;
+* optionally the REAL step-ca (tests/support/stepca.py), listening on the lab bridge's gateway address so that the
+  lab hosts reach it from their namespaces (``--stepca``);
+* ``<state>/labenv.json``: the variables pointing the roles at all of that, and ``<state>/inventory.json``: the
+  lab's inventory with those variables merged in (what the scenarios' dynamic inventory scripts print), and the
+  same as a static ``<state>/labenv-inventory.yml``.
+
+Usage::
+
+    labenv.py up --name NAME --subnet 10.x.y.0/24 [--stepca] [--backend local|step_ca]
+    labenv.py inventory --name NAME          # JSON for an Ansible dynamic inventory (empty when not up)
+    labenv.py down --name NAME               # stops step-ca, lab.py down --purge
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+LAB = ROOT / "lab" / "lab.py"
+STATE_ROOT = Path(os.environ.get("SPIRE_TPM_LAB_DIR", str(ROOT / ".build" / "lab")))
+SIM_BIN = ROOT / "tests" / "simulators" / "bin"
+
+
+def state_dir(name):
+    return STATE_ROOT / name
+
+
+def lab(*args):
+    out = subprocess.run([sys.executable, str(LAB)] + list(args), capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit("lab.py %s failed: %s%s" % (" ".join(args), out.stdout, out.stderr))
+    return out.stdout
+
+
+def make_local_ca(dest, password):
+    """A one-level DevID CA for the local backend: dest/ca.crt + dest/ca.key (PKCS#8, encrypted)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    dest.mkdir(parents=True, exist_ok=True)
+    if (dest / "ca.crt").exists() and (dest / "ca.key").exists():
+        return
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Trustroot Lab"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, "Trustroot Lab DevID CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256()))
+    (dest / "ca.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password.encode())))
+    os.chmod(dest / "ca.key", 0o600)
+    (dest / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def start_stepca(state, gateway):
+    """The real step-ca on <gateway>:<free port>, detached; returns its connection settings."""
+    sys.path.insert(0, str(ROOT / "tests" / "support"))
+    import stepca  # noqa: E402 (tests/support/stepca.py)
+
+    class LabStepCA(stepca.StepCA):
+        lab_host = None
+
+        def write_config(self):
+            super().write_config()
+            if self.lab_host:
+                cfg = json.loads(self.config_path.read_text())
+                cfg["address"] = "%s:%d" % (self.lab_host, self.port)
+                cfg["dnsNames"] = [self.lab_host, "127.0.0.1", "localhost"]
+                self.config_path.write_text(json.dumps(cfg, indent=2))
+
+    info_file = state / "stepca" / "info.json"
+    pidfile = state / "stepca" / "step-ca.pid"
+    if info_file.exists() and pidfile.exists():
+        try:
+            os.kill(int(pidfile.read_text()), 0)
+            return json.loads(info_file.read_text())
+        except (OSError, ValueError):
+            pass
+    ca = LabStepCA(state / "stepca")
+    ca.lab_host = gateway
+    ca.url = "https://%s:%d" % (gateway, ca.port)
+    ca.write_config()
+    ca.start()
+    pidfile.write_text(str(ca.proc.pid))
+    ca._log.close()
+    ca._log = None
+    info = {"url": ca.url, "root_fingerprint": ca.root_fingerprint, "provisioner_name": ca.provisioner_name,
+            "provisioner_password": ca.provisioner_password, "root_pem": str(ca.dir / "root_ca.crt"),
+            "intermediate_pem": str(ca.dir / "intermediate_ca.crt"), "pid": ca.proc.pid,
+            "log": str(ca.log_path)}
+    info_file.write_text(json.dumps(info, indent=2))
+    return info
+
+
+def stop_stepca(state):
+    pidfile = state / "stepca" / "step-ca.pid"
+    try:
+        pid = int(pidfile.read_text())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    pidfile.unlink()
+
+
+def yaml_inventory_to_dict(path):
+    import yaml
+    return yaml.safe_load(Path(path).read_text())
+
+
+def write_inventory(name, extra_vars):
+    """Lab inventory (YAML from lab.py) → Ansible dynamic-inventory JSON with our variables merged into all."""
+    state = state_dir(name)
+    inv = yaml_inventory_to_dict(state / "inventory.yml")
+    out = {"_meta": {"hostvars": {}}, "all": {"vars": dict(inv["all"].get("vars") or {}), "children": []}}
+    out["all"]["vars"].update(extra_vars)
+
+    def walk(gname, g):
+        g = g or {}
+        entry = {"hosts": [], "vars": dict(g.get("vars") or {}), "children": []}
+        for h, hv in (g.get("hosts") or {}).items():
+            entry["hosts"].append(h)
+            out["_meta"]["hostvars"].setdefault(h, {}).update(hv or {})
+        for c, cg in (g.get("children") or {}).items():
+            entry["children"].append(c)
+            walk(c, cg)
+        out[gname] = entry
+
+    for c, cg in (inv["all"].get("children") or {}).items():
+        out["all"]["children"].append(c)
+        walk(c, cg)
+    (state / "inventory.json").write_text(json.dumps(out, indent=2))
+    import yaml
+    inv["all"].setdefault("vars", {}).update(extra_vars)
+    (state / "labenv-inventory.yml").write_text(yaml.safe_dump(inv, sort_keys=False))
+    return out
+
+
+def up(args):
+    t0 = time.monotonic()
+    lab("up", "--name", args.name, "--subnet", args.subnet)
+    state = state_dir(args.name)
+    import ipaddress
+    gateway = str(ipaddress.ip_network(args.subnet).network_address + 1)
+    ca_pw = "lab-devid-ca-pw"
+    make_local_ca(state / "devid-local-ca", ca_pw)
+    v = {
+        "spire_trust_domain": "lab.trustroot.test",
+        "devid_provision_backend": args.backend,
+        "devid_provision_local_ca_cert": str(state / "devid-local-ca" / "ca.crt"),
+        "devid_provision_local_ca_key": str(state / "devid-local-ca" / "ca.key"),
+        "devid_provision_local_ca_key_password": ca_pw,
+        "devid_provision_local_staging_dir": str(state / "devid-staging"),
+        "devid_provision_bundle_dir": str(state / "bundles"),
+        "devid_provision_endorsement_ca_files": [str(state / "manufacturer" / "endorsement-ca-bundle.pem")],
+        # Lab hosts share the machine's /etc and /opt: keep the renewal job inside their private directories.
+        "devid_provision_renewal_cron_dir": "/var/lib/trustroot/cron.d",
+        "devid_provision_renewal_lib_dir": "/var/lib/trustroot/lib",
+        "labenv_sim_bin": str(SIM_BIN),
+    }
+    if args.stepca:
+        info = start_stepca(state, gateway)
+        v.update({
+            "devid_provision_stepca_url": info["url"],
+            "devid_provision_stepca_root_fingerprint": info["root_fingerprint"],
+            "devid_provision_stepca_provisioner_name": info["provisioner_name"],
+            "devid_provision_stepca_provisioner_password": info["provisioner_password"],
+            "labenv_stepca_log": info["log"],
+        })
+    (state / "labenv.json").write_text(json.dumps(v, indent=2))
+    write_inventory(args.name, v)
+    print(json.dumps({"name": args.name, "inventory": str(state / "labenv-inventory.yml"),
+                      "seconds": round(time.monotonic() - t0, 1)}))
+
+
+def down(args):
+    state = state_dir(args.name)
+    stop_stepca(state)
+    if (state / "lab.json").exists():
+        lab("down", "--purge", "--name", args.name)
+
+
+def inventory(args):
+    f = state_dir(args.name) / "inventory.json"
+    print(f.read_text() if f.exists() else json.dumps({"_meta": {"hostvars": {}}}))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["up", "down", "inventory"])
+    p.add_argument("--name", required=True)
+    p.add_argument("--subnet", default="10.220.0.0/24")
+    p.add_argument("--stepca", action="store_true")
+    p.add_argument("--backend", choices=["local", "step_ca"], default="local")
+    p.add_argument("--list", action="store_true", help="(dynamic inventory protocol)")
+    p.add_argument("--host")
+    args = p.parse_args(argv)
+    {"up": up, "down": down, "inventory": inventory}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
