@@ -185,26 +185,14 @@ tcti:
   sample: device:/dev/tpmrm0
 """
 
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError, fail_module
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils import x509 as x509_utils
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import ek as ek_utils
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import info as info_utils
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.context import (
     HAS_PYTSS, PYTSS_IMPORT_ERROR, open_tpm)
-
-try:
-    import cryptography  # noqa: F401 - presence check only
-    HAS_CRYPTOGRAPHY = True
-    CRYPTOGRAPHY_IMPORT_ERROR = None
-except ImportError:
-    HAS_CRYPTOGRAPHY = False
-    CRYPTOGRAPHY_IMPORT_ERROR = traceback.format_exc()
-
-if HAS_PYTSS and HAS_CRYPTOGRAPHY:
-    from ansible_collections.trustroot.spire_tpm.plugins.module_utils import x509 as x509_utils
-    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import ek as ek_utils
-    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import info as info_utils
 
 
 def main():
@@ -218,8 +206,8 @@ def main():
     )
     if not HAS_PYTSS:
         module.fail_json(msg=missing_required_lib("tpm2-pytss"), exception=str(PYTSS_IMPORT_ERROR))
-    if not HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
+    if not x509_utils.HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=str(x509_utils.CRYPTOGRAPHY_IMPORT_ERROR))
 
     try:
         anchors = None

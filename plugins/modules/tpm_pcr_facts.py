@@ -138,11 +138,9 @@ tcti:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError, fail_module
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import pcr as pcr_utils
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.context import (
     HAS_PYTSS, PYTSS_IMPORT_ERROR, open_tpm)
-
-if HAS_PYTSS:
-    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import pcr as pcr_utils
 
 
 def main():

@@ -13,7 +13,7 @@ __metaclass__ = type
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.context import TSS2_Exception, describe_tss_error
 
 try:
-    from tpm2_pytss.constants import TPM2_CAP, TPM2_PT
+    from tpm2_pytss.constants import TPM2_CAP
 except ImportError:  # pragma: no cover - require_pytss() in open_tpm names the fix
     pass
 

@@ -10,7 +10,6 @@ import subprocess
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import ek, info, pcr
