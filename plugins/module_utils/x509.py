@@ -44,17 +44,17 @@ except ImportError as _imp_err:  # pragma: no cover - sanity import test
 PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
 MAX_PATH_LENGTH = 10
 
-# Extensions whose meaning the checks below handle (or that carry no constraint on path validation), so a
-# critical one is not a reason to reject: basicConstraints, keyUsage, extendedKeyUsage, subjectAltName (critical
-# on EK certs), issuerAltName, AKI/SKI, certificatePolicies, CRL distribution points, AIA, subject directory
-# attributes (TPM spec info on EK certs).
+# Critical extensions that do not make a certificate unusable: the set Go's crypto/x509 handles (what SPIRE
+# verifies with) minus nameConstraints (not enforced here, so rejected when critical): basicConstraints, keyUsage,
+# extendedKeyUsage, subjectAltName (critical on EK certificates, which SPIRE tolerates explicitly), AKI/SKI,
+# certificatePolicies, CRL distribution points, authorityInfoAccess. Anything else critical fails the chain, as it
+# does in SPIRE.
 if HAS_CRYPTOGRAPHY:
     HANDLED_CRITICAL = frozenset([
         ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE, ExtensionOID.EXTENDED_KEY_USAGE,
-        ExtensionOID.SUBJECT_ALTERNATIVE_NAME, ExtensionOID.ISSUER_ALTERNATIVE_NAME,
-        ExtensionOID.AUTHORITY_KEY_IDENTIFIER, ExtensionOID.SUBJECT_KEY_IDENTIFIER,
-        ExtensionOID.CERTIFICATE_POLICIES, ExtensionOID.CRL_DISTRIBUTION_POINTS,
-        ExtensionOID.AUTHORITY_INFORMATION_ACCESS, ExtensionOID.SUBJECT_DIRECTORY_ATTRIBUTES,
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME, ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+        ExtensionOID.SUBJECT_KEY_IDENTIFIER, ExtensionOID.CERTIFICATE_POLICIES,
+        ExtensionOID.CRL_DISTRIBUTION_POINTS, ExtensionOID.AUTHORITY_INFORMATION_ACCESS,
     ])
 else:  # pragma: no cover
     HANDLED_CRITICAL = frozenset()

@@ -151,3 +151,24 @@ def test_default_rsa_ek_reuses_only_a_matching_persistent_key(swtpm_factory, tmp
     assert ek.pubhash(ek.ek_public_key(pub2)) == ek.pubhash(ek.ek_public_key(pub))
     assert ek.pubhash(ek.ek_public_key(pub2)) != openssl_pubhash_of_handle(t, "0x81010001", tmp_path)
     assert t.transient_handles() == []
+
+
+def test_batched_pcr_read_on_swtpm(swtpm):
+    """48 PCR values need 6 TPM2_PCR_Read calls of 8 on a real (software) TPM; values equal tpm2_pcrread's."""
+    import yaml
+    swtpm.tool("tpm2_pcrextend", "9:sha1=%s" % ("c" * 40))
+    with open_tpm(swtpm.tcti) as tpm:
+        calls = []
+        real = tpm.esapi.pcr_read
+
+        def counting(*a, **kw):
+            result = real(*a, **kw)
+            calls.append(len(result[2]))
+            return result
+
+        tpm.esapi.pcr_read = counting
+        values = pcr.to_hex_facts(pcr.read_pcrs(tpm, pcr.allocated_banks(tpm)))
+    assert calls == [8] * 6
+    tools = yaml.safe_load(swtpm.tool("tpm2_pcrread", "sha1:9+sha256:9").stdout)
+    assert values["sha1"]["9"] == "%040x" % tools["sha1"][9] and values["sha1"]["9"] != "00" * 20
+    assert values["sha256"]["9"] == "%064x" % tools["sha256"][9]

@@ -217,3 +217,10 @@ def test_old_cryptography_fallbacks(pki, monkeypatch):
     # an ECDSA-signed intermediate (the root key is P-256) takes the ECDSA path, the leaf the RSA path
     certs = xu.parse_certificates(_pem(pki["root"], pki["inter"], pki["leaf"]))
     assert [c.serial_number for c in certs] == [pki[k].serial_number for k in ("root", "inter", "leaf")]
+
+
+def test_critical_name_constraints_rejected_like_unhandled(pki):
+    nc = x509.NameConstraints(permitted_subtrees=[x509.DNSName("example.com")], excluded_subtrees=None)
+    inter = mint("Test EK CA", pki["inter_key"], "Test Root", pki["root_key"], extra=[(nc, True)])
+    ok, err = xu.verify_chain(pki["leaf"], [pki["root"]], [inter])
+    assert not ok and "2.5.29.30" in err
