@@ -165,6 +165,23 @@ def _pk_sha256(key):
 
 # --- server-side checks -----------------------------------------------------------------------------------------
 
+_INSECURE_SIG_HASHES = ("sha1", "md5")
+
+
+def insecure_signature(certs):
+    """Go's crypto/x509 (SPIRE) refuses SHA-1 and MD5 signatures on every certificate whose signature it checks
+    (all of a chain but its trust anchor). Returns a reason for the first such certificate of ``certs``, or None."""
+    for cert in certs:
+        try:
+            algo = cert.signature_hash_algorithm
+        except Exception:  # unsupported algorithm: cryptography could not verify it either
+            continue
+        if algo is not None and algo.name in _INSECURE_SIG_HASHES:
+            return ("%s is signed with %s; SPIRE's Go crypto/x509 rejects %s signatures ('insecure algorithm')"
+                    % (x509u.describe(cert), algo.name.upper(), algo.name.upper()))
+    return None
+
+
 def check_devid_chain(leaf, intermediates, roots, devid_ca_path, now=None):
     try:
         chain = x509u.build_chain(leaf, roots, intermediates, now)
@@ -177,8 +194,15 @@ def check_devid_chain(leaf, intermediates, roots, devid_ca_path, now=None):
             fix = ("make sure devid_ca_path holds the root CA that issued the DevID certificate, and that "
                    "devid_cert_path holds the leaf followed by every intermediate CA certificate (SPIRE's agent "
                    "sends those as intermediates)")
+        weak = insecure_signature([leaf] + list(intermediates))
+        if weak:
+            text, fix = weak, "reissue the DevID certificate (and its CAs) with SHA-256 signatures"
         return Check("devid_chain", False, "the DevID certificate %s does not verify against devid_ca_path %s: %s"
                      % (x509u.describe(leaf), devid_ca_path, text), fix), None
+    weak = insecure_signature(chain[:-1])
+    if weak:
+        return Check("devid_chain", False, weak, "reissue the DevID certificate (and its CAs) with SHA-256 "
+                                                 "signatures"), None
     return Check("devid_chain", True, "chain: %s" % " -> ".join(x509u.name_text(c.subject) or "(empty)"
                                                                  for c in chain)), chain
 
@@ -204,11 +228,14 @@ def check_eks_match(ek_cert, ek_public):
                  "EK certificate key equals the regenerated RSA EK (sha256 %s)" % _pk_sha256(tpm_key))
 
 
-def check_ek_chain(ek_cert, roots, endorsement_ca_path, now=None, known_intermediates=()):
+def check_ek_chain(ek_cert, roots, endorsement_ca_path, now=None):
     try:
         chain = x509u.build_chain(ek_cert, roots, (), now)
     except x509u.ChainError as e:
         issuer = x509u.name_text(ek_cert.issuer) or "(empty)"
+        weak = insecure_signature([ek_cert])
+        if weak:
+            return Check("ek_chain", False, weak, "SPIRE's tpm_devid cannot accept this TPM's EK certificate")
         if not any(r.subject == ek_cert.issuer for r in roots):
             detail = ("endorsement_ca_path %s lacks the EK certificate's issuer `%s`; SPIRE verifies the EK "
                       "certificate with no intermediates pool, so every intermediate CA must be in that bundle (%s)"
@@ -219,6 +246,9 @@ def check_ek_chain(ek_cert, roots, endorsement_ca_path, now=None, known_intermed
                 endorsement_ca_path, e)
             fix = "put the manufacturer's root and intermediate CA certificates for this TPM in endorsement_ca_path"
         return Check("ek_chain", False, detail, fix)
+    weak = insecure_signature(chain[:-1])
+    if weak:
+        return Check("ek_chain", False, weak, "SPIRE's tpm_devid cannot accept this TPM's EK certificate chain")
     return Check("ek_chain", True, "chain: %s" % " -> ".join(x509u.name_text(c.subject) or "(empty)"
                                                               for c in chain))
 

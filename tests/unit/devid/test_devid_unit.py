@@ -7,6 +7,7 @@ SPIRE / go-tpm-tools templates (spire.md), not produced by our code.
 import datetime
 import hashlib
 import struct
+import subprocess
 
 import pytest
 from cryptography import x509
@@ -209,3 +210,28 @@ def test_devid_signature_verification_rsa_and_ecc():
             good = key.sign(nonce, ec.ECDSA(hashes.SHA256()))
         assert attest.verify_devid_signature(cert, nonce, good) is None
         assert attest.verify_devid_signature(cert, b"\x08" * 32, good) == "signature verification failed"
+
+
+def test_sha1_signed_certificates_are_refused_like_go(tmp_path):
+    """cryptography 50 cannot even make SHA-1 signatures: openssl mints the SHA-1 signed leaf."""
+    def run(*args):
+        subprocess.run(["openssl"] + list(args), check=True, capture_output=True, cwd=tmp_path)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rk.pem", "-out", "r.pem", "-subj", "/CN=Root",
+        "-days", "2", "-sha256")
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "lk.pem", "-out",
+        "l.csr", "-subj", "/CN=node")
+    run("x509", "-req", "-in", "l.csr", "-CA", "r.pem", "-CAkey", "rk.pem", "-set_serial", "5", "-days", "1",
+        "-sha1", "-out", "l1.pem")
+    run("x509", "-req", "-in", "l.csr", "-CA", "r.pem", "-CAkey", "rk.pem", "-set_serial", "6", "-days", "1",
+        "-sha256", "-out", "l256.pem")
+    root = x509.load_pem_x509_certificate((tmp_path / "r.pem").read_bytes())
+    weak = x509.load_pem_x509_certificate((tmp_path / "l1.pem").read_bytes())
+    good = x509.load_pem_x509_certificate((tmp_path / "l256.pem").read_bytes())
+    check, chain = attest.check_devid_chain(weak, [], [root], "/ca.pem")
+    assert check.ok is False and chain is None
+    assert "signed with SHA1" in check.detail and "insecure algorithm" in check.detail
+    assert "SHA-256" in check.fix
+    check, chain = attest.check_devid_chain(good, [], [root], "/ca.pem")
+    assert check.ok is True and len(chain) == 2
+    ek = attest.check_ek_chain(weak, [root], "/ek.pem")
+    assert ek.ok is False and "insecure algorithm" in ek.detail
