@@ -1,6 +1,5 @@
 """tpm_ek_info through ansible-playbook on swtpm, every figure cross-checked with tpm2-tools and openssl."""
 
-import hashlib
 import shutil
 import subprocess
 
@@ -8,9 +7,10 @@ import yaml
 
 
 def openssl_pubhash(pem_path):
-    der = subprocess.run(["openssl", "pkey", "-pubin", "-in", str(pem_path), "-outform", "DER"],
-                         capture_output=True, check=True).stdout
-    return hashlib.sha256(der).hexdigest()
+    """openssl pkey -pubin -outform DER | sha256sum, literally."""
+    out = subprocess.run("openssl pkey -pubin -in '%s' -outform DER | sha256sum" % pem_path, shell=True,
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()[0]
 
 
 def persistent_pubhash(tpm, handle, tmp_path):
@@ -178,11 +178,15 @@ def test_no_persistent_ek_uses_created_default(swtpm_factory, run_playbook, tmp_
 def test_errors(swtpm, run_playbook, tmp_path):
     from conftest import free_port_pair
     dead = free_port_pair()
+    empty = tmp_path / "empty-ca"
+    empty.mkdir()
     tasks = [
         {"name": "dead", "trustroot.spire_tpm.tpm_ek_info": {"tcti": "swtpm:port=%d" % dead}, "ignore_errors": True},
         {"name": "garbled", "trustroot.spire_tpm.tpm_ek_info": {"tcti": "swtpm/port"}, "ignore_errors": True},
         {"name": "notpm", "trustroot.spire_tpm.tpm_ek_info": {}, "ignore_errors": True},
         {"name": "noca", "trustroot.spire_tpm.tpm_ek_info": {"tcti": swtpm.tcti, "ca_path": str(tmp_path / "nope")},
+         "ignore_errors": True},
+        {"name": "emptyca", "trustroot.spire_tpm.tpm_ek_info": {"tcti": swtpm.tcti, "ca_path": str(empty)},
          "ignore_errors": True},
     ]
     res = run_playbook(tasks=tasks, env={"TPM2TOOLS_TCTI": "", "TCTI": ""})
@@ -193,7 +197,8 @@ def test_errors(swtpm, run_playbook, tmp_path):
     notpm = res.task("notpm")
     assert notpm["failed"] and "no TPM found" in notpm["msg"] and "tcti" in notpm["msg"]
     assert "does not exist" in res.task("noca")["msg"]
-    for name in ("dead", "garbled", "notpm", "noca"):
+    assert "no certificate found in ca_path" in res.task("emptyca")["msg"]
+    for name in ("dead", "garbled", "notpm", "noca", "emptyca"):
         # a clean fail_json: no Python traceback (ansible-core 2.19 fills 'exception' with a placeholder)
         assert "Traceback" not in res.task(name)["msg"]
         assert 'File "' not in res.task(name).get("exception", "")
