@@ -123,6 +123,15 @@ def not_before_of(cert):
     return _utc(getattr(cert, "not_valid_before_utc", None) or cert.not_valid_before)
 
 
+def _without_backdate(go_duration):
+    """step-ca reports limits and requests with its 1-minute backdate added ('2160h1m0s'); show what to configure."""
+    try:
+        seconds = parse_duration(go_duration)
+    except SpireTpmError:
+        return go_duration
+    return format_duration(seconds - 60) if seconds > 60 else go_duration
+
+
 class StepCAClient:
     """A step-ca instance pinned by its root fingerprint."""
 
@@ -197,7 +206,8 @@ class StepCAClient:
                 "step-ca refused the requested certificate lifetime: %s" % message,
                 "the provisioner caps certificates at %s; raise claims.maxTLSCertDuration (and "
                 "defaultTLSCertDuration) on the DevID provisioner to at least %s, or lower devid_validity"
-                % (cap.group(2), cap.group(1)), http_status=code, ca_message=message)
+                % (_without_backdate(cap.group(2)), _without_backdate(cap.group(1))), http_status=code,
+                ca_message=message)
         low = _MIN_RE.search(message)
         if low:
             return SpireTpmError(

@@ -62,3 +62,12 @@ def test_renew_token_replay_refused(step_ca, tmp_path):
     # leaf alone in x5cInsecure (no intermediate) is refused by step-ca: the whole chain is needed
     with pytest.raises(SpireTpmError, match="401"):
         client.renew(token.renew_token(key, chain[:1], step_ca.url))
+
+
+def test_tls_is_verified_against_the_pinned_root_on_every_call(step_ca, step_ca_factory):
+    other = step_ca_factory()
+    client = StepCAClient(step_ca.url, step_ca.root_fingerprint)
+    assert client.health()
+    client.url = other.url          # same pinned root, a server whose TLS chains to another root
+    with pytest.raises(SpireTpmError, match="does not verify against the root pinned"):
+        client.health()

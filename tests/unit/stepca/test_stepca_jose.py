@@ -166,3 +166,25 @@ def test_fingerprint_normalisation():
     assert normalize_fingerprint("AB:" * 31 + "AB") == "ab" * 32
     with pytest.raises(SpireTpmError, match="not a SHA-256 fingerprint"):
         normalize_fingerprint("abcd")
+
+
+def test_shorter_certificate_than_asked_is_refused():
+    import datetime
+    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.stepca.client import check_lifetime
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = _self_signed(key, "short")          # valid for one day
+    now = datetime.datetime.now(datetime.timezone.utc)
+    with pytest.raises(SpireTpmError, match="raise claims.maxTLSCertDuration .* at least 2160h"):
+        check_lifetime(leaf, now, 2160 * 3600)
+    assert check_lifetime(leaf, now, 86400 - 60) == leaf.not_valid_after_utc
+
+
+def test_cap_message_names_what_to_configure():
+    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.stepca.client import StepCAClient
+    c = StepCAClient("https://127.0.0.1:1", "ab" * 32)
+    body = json.dumps({"status": 403, "message": "The request was forbidden by the certificate authority: requested "
+                       "duration of 2160h1m0s is more than the authorized maximum certificate duration of "
+                       "24h1m0s."}).encode()
+    err = c._http_error(403, body, "sign")
+    assert "caps certificates at 24h;" in err.message and "to at least 2160h," in err.message
+    assert err.details["http_status"] == 403
