@@ -172,3 +172,29 @@ def test_batched_pcr_read_on_swtpm(swtpm):
     tools = yaml.safe_load(swtpm.tool("tpm2_pcrread", "sha1:9+sha256:9").stdout)
     assert values["sha1"]["9"] == "%040x" % tools["sha1"][9] and values["sha1"]["9"] != "00" * 20
     assert values["sha256"]["9"] == "%064x" % tools["sha256"][9]
+
+
+def test_chain_verdicts_agree_with_cryptography_verifier(swtpm, swtpm_factory):
+    """Our path building vs cryptography.x509.verification (Web PKI CA rules, any leaf extensions allowed) on the
+    swtpm EK certificates: both accept our CA, both refuse a foreign CA with the very same names."""
+    verification = pytest.importorskip("cryptography.x509.verification")
+    from ansible_collections.trustroot.spire_tpm.plugins.module_utils import x509 as xu
+    other = swtpm_factory(ek_certs=True)
+    other.stop()
+    with open_tpm(swtpm.tcti) as tpm:
+        leaves = [x509.load_der_x509_certificate(ek.read_nv_certificate(tpm, i)) for i in (0x01C00002, 0x01C00016)]
+    for root_file, inter_file, expect in ((swtpm.root_ca, swtpm.intermediate_ca, True),
+                                          (other.root_ca, other.intermediate_ca, False)):
+        root, inter = xu.load_certificates(root_file)[0], xu.load_certificates(inter_file)[0]
+        verifier = (verification.PolicyBuilder().store(verification.Store([root]))
+                    .extension_policies(ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(),
+                                        ee_policy=verification.ExtensionPolicy.permit_all())
+                    .build_client_verifier())
+        for leaf in leaves:
+            try:
+                verifier.verify(leaf, [inter])
+                theirs = True
+            except verification.VerificationError:
+                theirs = False
+            assert theirs is expect
+            assert xu.verify_chain(leaf, [root], [inter])[0] is expect
