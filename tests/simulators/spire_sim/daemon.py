@@ -656,11 +656,13 @@ def run_server(argv):
         try:
             tcp.bind((sec["bind_address"], int(sec["bind_port"])))
         except OSError as e:
+            tcp.close()
             raise OSError("listen tcp %s:%s: bind: %s" % (sec["bind_address"], sec["bind_port"],
                                                           (e.strerror or str(e)).lower()))
         tcp.listen(128)
         listeners.append(tcp)
-        listeners.append(listen_unix(sock_path))
+        if os.path.exists(sock_path) and socket_listening(sock_path) is None:
+            raise OSError("listen unix %s: bind: address already in use" % sock_path)
     except OSError as e:
         for s in listeners:
             s.close()
@@ -678,7 +680,6 @@ def run_server(argv):
             log("error", "Fatal run error", error="health check listener: %s" % e)
             for s in listeners:
                 s.close()
-            os.unlink(sock_path)
             return 1
     reg_path = os.path.join(registry_dir(), "%d.json" % int(sec["bind_port"]))
     attestors = {}
@@ -689,6 +690,15 @@ def run_server(argv):
                            "bind_address": sec["bind_address"], "bind_port": int(sec["bind_port"]),
                            "data_dir": sec["data_dir"], "config": os.path.abspath(v["config"]),
                            "node_attestors": attestors})
+    # The API socket comes last: once it accepts connections, state and registry are in place.
+    try:
+        listeners.append(listen_unix(sock_path))
+    except OSError as e:
+        for s in listeners:
+            s.close()
+        os.unlink(reg_path)
+        log("error", "Fatal run error", error=str(e))
+        return 1
     for s in listeners:
         threading.Thread(target=_accept_forever, args=(s, stopper.event), daemon=True).start()
     log("info", "Starting Server APIs", address="%s:%s" % (sec["bind_address"], sec["bind_port"]),
