@@ -49,6 +49,9 @@ notes:
   - SPIRE's C(tpm_devid) attestor reads the EK certificate only from C(0x01c00002) (RSA) and compares its key with
     the EK it regenerates from the default RSA template; C(spire_tpm_devid_ready) applies the same rules and, with
     O(ca_path), the chain check.
+  - Some firmware TPMs (Intel PTT, AMD fTPM) keep no EK certificate in NV; the vendor serves it online
+    (C(tpm2_getekcertificate)). Such a TPM reports C(spire_tpm_devid_ready=false) since SPIRE reads only the NV index.
+  - An NV index that is defined but never written counts as no certificate.
 seealso:
   - module: trustroot.spire_tpm.tpm_pcr_facts
 """

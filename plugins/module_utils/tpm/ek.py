@@ -117,7 +117,11 @@ def nv_buffer_max(tpm):
 
 
 def read_nv_raw(tpm, nv_index):
-    """All bytes of an NV index, read in chunks of the TPM's NV buffer size. Raises NoSuchIndex when undefined."""
+    """All bytes of an NV index, read in chunks of the TPM's NV buffer size.
+
+    Raises NoSuchIndex when the index is not defined, or defined but never written (TPMA_NV_WRITTEN clear: reading
+    it would fail with TPM_RC_NV_UNINITIALIZED): either way there is no data.
+    """
     esapi = tpm.esapi
     try:
         nvh = esapi.tr_from_tpmpublic(int(nv_index))
@@ -129,6 +133,8 @@ def read_nv_raw(tpm, nv_index):
         nvpub, _name = esapi.nv_read_public(nvh)
         attrs = int(nvpub.nvPublic.attributes)
         size = int(nvpub.nvPublic.dataSize)
+        if not attrs & int(TPMA_NV.WRITTEN):
+            raise NoSuchIndex(int(nv_index))
         # EK credential indices are readable with the (empty) index auth or with owner auth (empty by default).
         if attrs & int(TPMA_NV.AUTHREAD):
             auth = nvh

@@ -198,3 +198,15 @@ def test_chain_verdicts_agree_with_cryptography_verifier(swtpm, swtpm_factory):
                 theirs = False
             assert theirs is expect
             assert xu.verify_chain(leaf, [root], [inter])[0] is expect
+
+
+def test_defined_but_unwritten_index_is_no_certificate(swtpm_factory):
+    t = swtpm_factory(ek_certs=False)
+    t.tool("tpm2_nvdefine", "0x1c00002", "-C", "o", "-s", "1200", "-a", "ownerwrite|ownerread|authread|no_da")
+    assert "0x1C00002" in t.tool("tpm2_getcap", "handles-nv-index").stdout.upper().replace("0X", "0x")
+    with open_tpm(t.tcti) as tpm:
+        assert ek.read_nv_certificate(tpm, 0x01C00002) is None
+        # and the EK template still builds (the template/nonce indices are absent, the certificate unwritten)
+        _h, pub = ek.create_ek(tpm)
+    assert ek.key_description(pub) == ("rsa", 2048)
+    assert t.transient_handles() == []
