@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 ---
 module: tpm_ek_info
 short_description: Report the TPM's endorsement keys, EK certificates and SPIRE readiness
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Reads the EK certificates from the NV indices of the TCG EK Credential Profile (low range C(0x01c00002) RSA-2048
     and C(0x01c0000a) ECC P-256, high range C(0x01c00012) to C(0x01c0001e)), the persistent EKs in

@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 ---
 module: tpm_pcr_facts
 short_description: Read TPM PCR values as facts and compare them with a baseline
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Reads the selected PCRs of the selected banks in as few C(TPM2_PCR_Read) calls as the TPM allows (at most
     8 digests per call), as one consistent snapshot (the read restarts when a PCR is extended meanwhile).
