@@ -191,6 +191,28 @@ def up(args):
         "devid_provision_renewal_lib_dir": "/var/lib/trustroot/lib",
         "labenv_sim_bin": str(SIM_BIN),
     }
+    # SPIRE = the simulator, packed like a release archive so that the roles install it as they install SPIRE.
+    rel = subprocess.run([sys.executable, str(ROOT / "tests" / "simulators" / "release" / "make_release.py"),
+                          "--version", "1.15.3", "--out", str(state / "release"), "--python", sys.executable],
+                         capture_output=True, text=True)
+    if rel.returncode != 0:
+        raise SystemExit("make_release.py failed: %s%s" % (rel.stdout, rel.stderr))
+    release = json.loads(rel.stdout.strip().splitlines()[-1])
+    # The simulated agents find their server through a registry keyed by server port (shared /tmp) and its API
+    # socket: one port per lab, and the server socket on the shared filesystem (lab hosts have private /run/spire).
+    port = 18000 + int(args.subnet.split(".")[2]) % 1000
+    v.update({
+        "spire_version": "1.15.3",
+        "spire_archive_src": release["archive"],
+        "spire_archive_checksum": release["checksum"],
+        "spire_server_bind_port": port,
+        "spire_agent_server_port": port,
+        "spire_server_socket_path": str(state / "spire-api" / "api.sock"),
+        "spire_agent_server_socket_path": str(state / "spire-api" / "api.sock"),
+        # The simulator does no TPM I/O (tpm_devid is checked on the files); it needs an existing device path.
+        # Real SPIRE needs /dev/tpmrm0 or a unix socket served by swtpm.
+        "spire_agent_tpm_device_path": "/dev/null",
+    })
     if args.stepca:
         info = start_stepca(state, gateway)
         v.update({
