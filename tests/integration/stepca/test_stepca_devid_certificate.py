@@ -313,3 +313,44 @@ def test_new_key_gets_new_certificate(step_ca, swtpm, run_playbook, tmp_path):
     assert r.task("issue")["cert_action"] == "issued"
     assert openssl_serial(d / "devid.crt") != first
     assert openssl_pubkey(d / "devid.crt", "x509") == openssl_pubkey(d / "devid.csr", "csr")
+
+
+def test_renew_job_devid_password(step_ca, swtpm, run_playbook, tmp_path):
+    d = tmp_path
+    cn = "pwkey-%s.devid.test" % uuid.uuid4().hex[:8]
+    t = csr_task(swtpm, d, cn, "ecc")
+    t[FQCN + "devid_csr"]["devid_password"] = "key-pw-1"
+    run_playbook(tasks=[t, task("issue", ca_args(step_ca, d))], expect_rc=0)
+    before = (d / "devid.crt").read_bytes()
+    (d / "wrong").write_text("key-pw-2\n")
+    out = run_renew_job(step_ca, swtpm, d, "--force", "--devid-password-file", str(d / "wrong"))
+    assert out.returncode == 1
+    assert "devid_password" in out.stderr and "Traceback" not in out.stderr
+    assert (d / "devid.crt").read_bytes() == before
+    assert swtpm.transient_handles() == []
+    (d / "right").write_text("key-pw-1\n")
+    out = run_renew_job(step_ca, swtpm, d, "--force", "--devid-password-file", str(d / "right"))
+    assert out.returncode == 0, out.stderr
+    assert (d / "devid.crt").read_bytes() != before
+    verify_chain(step_ca, d, d / "devid.crt")
+
+
+def test_expired_certificate_for_the_key_is_issued_anew(step_ca, swtpm, run_playbook, tmp_path):
+    """An expired certificate (here from another CA) for the CSR's key and name is replaced by a new one."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    d = tmp_path
+    cn = "expired-%s.devid.test" % uuid.uuid4().hex[:8]
+    run_playbook(tasks=[csr_task(swtpm, d, cn)], expect_rc=0)
+    csr = x509.load_pem_x509_csr((d / "devid.csr").read_bytes())
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    old = (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(csr.subject)
+           .public_key(csr.public_key()).serial_number(4242)
+           .not_valid_before(now - datetime.timedelta(days=10)).not_valid_after(now - datetime.timedelta(days=1))
+           .sign(ca_key, hashes.SHA256()))
+    (d / "devid.crt").write_bytes(old.public_bytes(serialization.Encoding.PEM))
+    r = run_playbook(tasks=[task("issue", dict(ca_args(step_ca, d), **tpm_args(swtpm, d)))], expect_rc=0)
+    res = r.task("issue")
+    assert res["cert_action"] == "issued" and res["previous_serial"] == "4242"
+    verify_chain(step_ca, d, d / "devid.crt")

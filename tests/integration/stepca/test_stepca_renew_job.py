@@ -71,3 +71,55 @@ def test_tls_is_verified_against_the_pinned_root_on_every_call(step_ca, step_ca_
     client.url = other.url          # same pinned root, a server whose TLS chains to another root
     with pytest.raises(SpireTpmError, match="does not verify against the root pinned"):
         client.health()
+
+
+def test_root_not_matching_the_fingerprint_is_refused(tmp_path):
+    """A server that answers /root/<fp> with another certificate (an impersonator) is refused."""
+    import datetime
+    import http.server
+    import json
+    import ssl
+    import threading
+    from tests.support.stepca import free_port, make_ca_cert
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    fake_root = make_ca_cert("Impersonator", key)
+    pem = fake_root.public_bytes(serialization.Encoding.PEM).decode()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    import ipaddress
+    tls_cert = (x509.CertificateBuilder().subject_name(fake_root.subject).issuer_name(fake_root.subject)
+                .public_key(key.public_key()).serial_number(5).not_valid_before(now)
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                               critical=False).sign(key, hashes.SHA256()))
+    (tmp_path / "c.pem").write_bytes(tls_cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                       serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"ca": pem} if self.path.startswith("/root/") else {"status": "ok"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    port = free_port()
+    srv = http.server.HTTPServer(("127.0.0.1", port), H)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(tmp_path / "c.pem"), str(tmp_path / "k.pem"))
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        pinned = "12" * 32
+        with pytest.raises(SpireTpmError, match="has fingerprint [0-9a-f]{64}, not the pinned %s" % pinned):
+            StepCAClient("https://127.0.0.1:%d" % port, pinned).health()
+    finally:
+        srv.shutdown()
+        srv.server_close()
