@@ -184,9 +184,12 @@ def test_issue_noop_renew_revoke_with_tpm_key(step_ca, swtpm, run_playbook, tmp_
 def test_ecc_devid_renewed_by_the_host_job(step_ca, swtpm, run_playbook, tmp_path):
     d = tmp_path
     cn = "ecc-%s.devid.test" % uuid.uuid4().hex[:8]
-    run_playbook(tasks=[csr_task(swtpm, d, cn, "ecc"), task("issue", ca_args(step_ca, d, validity="720h"))],
-                 expect_rc=0)
+    t = csr_task(swtpm, d, cn, "ecc")
+    t[FQCN + "devid_csr"]["subject_alt_names"] = ["DNS:" + cn, "IP:127.0.0.9", "URI:urn:devid:" + cn]
+    run_playbook(tasks=[t, task("issue", ca_args(step_ca, d, validity="720h"))], expect_rc=0)
     first = openssl_serial(d / "devid.crt")
+    text = openssl("x509", "-in", str(d / "devid.crt"), "-noout", "-ext", "subjectAltName").stdout
+    assert "DNS:" + cn in text and "IP Address:127.0.0.9" in text and "URI:urn:devid:" + cn in text
     out = run_renew_job(step_ca, swtpm, d, "--renew-before", "800h")
     assert out.returncode == 0, out.stdout + out.stderr
     assert openssl_serial(d / "devid.crt") != first
