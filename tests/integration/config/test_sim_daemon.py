@@ -435,3 +435,33 @@ def test_daemon_main_is_callable_directly(tmp_path, capsys):
     assert "Agent is unhealthy" in capsys.readouterr().err
     # Go's os.Expand with SPIRE's mapping gives exactly this (checked with go1.19)
     assert daemon.expand_env("a $$ ${X} $Y $ ${} ${", {"X": "1", "Y": "2"}) == "a $ 1 2 $  "
+
+
+# --- external tpm (spire-tpm-plugin) against a real software TPM ------------------------------------------------
+
+def test_external_tpm_attestation_uses_the_ek_pubhash(sim, swtpm):
+    d = sim.path("ek")
+    d.mkdir(exist_ok=True)
+    swtpm.tool("tpm2_nvread", "0x01c00002", "-o", str(d / "ek.der"))
+    spki = subprocess.run("openssl x509 -inform der -in %s -noout -pubkey | openssl pkey -pubin -outform der"
+                          % (d / "ek.der"), shell=True, capture_output=True, check=True).stdout
+    pubhash = hashlib.sha256(spki).hexdigest()
+    plugin = sim.path("plugins", "tpm_attestor")
+    plugin.write_text("#!/bin/sh\nexit 0\n")
+    plugin.chmod(0o755)
+    checksum = hashlib.sha256(plugin.read_bytes()).hexdigest()
+    hashes = sim.path("hashes", "x").parent
+    srv = sim.server_config(node_attestors={"tpm": {"plugin_cmd": str(plugin), "plugin_checksum": checksum,
+                                                    "plugin_data": {"hash_path": str(hashes)}}})
+    sim.start_server(srv)
+    agt = sim.agent_config(srv, node_attestor={"tpm": {"plugin_cmd": str(plugin), "plugin_checksum": checksum,
+                                                       "plugin_data": {}}})
+    sim.write_bundle(srv, agt)
+    env = dict(sim.env, SPIRE_SIM_TPM_TCTI=swtpm.tcti)
+    a = sim.start_agent(agt, ready=False, env=env)
+    assert a.wait_exit() == 1 and pubhash in a.log and "could not validate EK" in a.log
+    (hashes / pubhash).write_text("")
+    sim.start_agent(agt, env=env)
+    agents = sim.server_json(srv, "agent", "list")["agents"]
+    assert [(x["id"]["path"], x["attestation_type"], x["selectors"]) for x in agents] == [
+        ("/spire/agent/tpm/%s" % pubhash, "tpm", [{"type": "tpm", "value": "pub_hash:%s" % pubhash}])]
