@@ -177,3 +177,32 @@ def test_wrong_devid_password(swtpm_factory, run_playbook, tmp_path):
     assert r.task("right").get("failed") is not True
     assert "right-pw" not in r.stdout and "wrong-pw" not in r.stdout
     assert_tpm_clean(tpm)
+
+
+def test_owner_and_endorsement_hierarchy_passwords(swtpm_factory, run_playbook, tmp_path):
+    tpm = swtpm_factory(ek_certs=True)
+    tpm.tool("tpm2_changeauth", "-c", "o", "owner-pw")
+    tpm.tool("tpm2_changeauth", "-c", "e", "endorse-pw")
+    ca = DevIDCA(tmp_path)
+    ek_bundle(tpm, tmp_path / "ek.pem")
+    r = run_playbook(tasks=[
+        dict(csr_task("no owner pw", tpm, tmp_path), ignore_errors=True),
+        csr_task("csr", tpm, tmp_path, owner_hierarchy_password="owner-pw"),
+    ])
+    nop = r.task("no owner pw")
+    assert nop["failed"] is True and "owner hierarchy password was rejected" in nop["msg"]
+    assert "owner_hierarchy_password" in nop["msg"]
+    assert r.task("csr")["changed"] is True
+    ca.issue(tmp_path / "rsa.csr", tmp_path / "rsa.crt")
+    r = run_playbook(tasks=[
+        dict(verify_task("no endorsement pw", tpm, tmp_path, owner_hierarchy_password="owner-pw"),
+             ignore_errors=True),
+        verify_task("both", tpm, tmp_path, owner_hierarchy_password="owner-pw",
+                    endorsement_hierarchy_password="endorse-pw"),
+    ])
+    nep = r.task("no endorsement pw")
+    assert nep["failed"] is True and "endorsement hierarchy password was rejected" in nep["msg"]
+    both = r.task("both")
+    assert both.get("failed") is not True and all(c["ok"] for c in both["checks"])
+    assert "owner-pw" not in r.stdout and "endorse-pw" not in r.stdout
+    assert_tpm_clean(tpm)
