@@ -18,6 +18,9 @@ install it exactly as they install SPIRE (through ``spire_archive_src`` + ``spir
 The archive is reproducible (sorted members, fixed mtimes/owners, gzip mtime 0): the same inputs give the same sha256.
 ``--plugin DIR`` also writes stand-ins for spire-tpm-plugin's binaries (tpm_attestor_server/_agent) into DIR.
 
+The launchers run ``--python`` (default /usr/bin/python3: the service user ``spire`` must be able to execute it)
+with the packer's site-packages on the import path (cryptography >= 39 for the daemon).
+
 Usage: make_release.py --version 1.15.3 --out DIR [--python /usr/bin/python3] [--arch amd64] [--plugin DIR]
 Prints one JSON line: {"archive": path, "sha256": hex, "checksum": "sha256:hex", "version": ver, "plugins": {...}}
 """
@@ -45,7 +48,7 @@ import os
 import sys
 
 LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "lib")
-sys.path.insert(0, LIB)
+sys.path[0:0] = [LIB] + [p for p in {site_packages!r} if os.path.isdir(p)]
 VERSION = {version!r}
 
 if len(sys.argv) > 1 and sys.argv[1] in ("--version", "-version"):
@@ -98,12 +101,13 @@ def _tree(src, prefix):
     return out
 
 
-def members(version, python):
+def members(version, python, site_packages):
     top = "spire-%s" % version
     files = []
     for program in ("spire-server", "spire-agent"):
         files.append(("%s/bin/%s" % (top, program),
-                      LAUNCHER.format(python=python, version=version, program=program).encode(), 0o755))
+                      LAUNCHER.format(python=python, version=version, program=program,
+                                      site_packages=list(site_packages)).encode(), 0o755))
     files += _tree(SIMULATORS / "spire_sim", "%s/lib/spire_sim" % top)
     import hcl  # pyhcl: pure Python, vendored so that any user's python3 can parse HCL
     files += _tree(Path(hcl.__file__).parent, "%s/lib/hcl" % top)
@@ -120,14 +124,14 @@ def members(version, python):
     return sorted(files)
 
 
-def build(version, out, python, arch):
+def build(version, out, python, arch, site_packages):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / ("spire-%s-linux-%s-musl.tar.gz" % (version, arch))
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         dirs = set()
-        for name, data, mode in members(version, python):
+        for name, data, mode in members(version, python, site_packages):
             parts = name.split("/")
             for i in range(1, len(parts)):
                 d = "/".join(parts[:i])
@@ -167,8 +171,16 @@ def main(argv=None):
     ap.add_argument("--arch", default="amd64")
     ap.add_argument("--plugin", help="also write spire-tpm-plugin stand-ins into this directory")
     ap.add_argument("--plugin-variant", default="1", help="changes the stand-ins' content (and so their sha256)")
+    ap.add_argument("--site-packages", action="append",
+                    help="extra import path of the launchers (default: this interpreter's site-packages, for a "
+                         "recent 'cryptography'; the venv's interpreter itself may not be executable by the service "
+                         "user, its site-packages usually are)")
     a = ap.parse_args(argv)
-    path, digest = build(a.version, a.out, a.python, a.arch)
+    sp = a.site_packages
+    if sp is None:
+        import sysconfig
+        sp = [sysconfig.get_paths()["purelib"]]
+    path, digest = build(a.version, a.out, a.python, a.arch, sp)
     res = {"archive": path, "sha256": digest, "checksum": "sha256:" + digest, "version": a.version}
     if a.plugin:
         res["plugins"] = plugins(a.plugin, a.plugin_variant)
