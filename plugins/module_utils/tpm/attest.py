@@ -334,12 +334,18 @@ def verify_devid(tcti=None, devid_cert_path=None, devid_pub_path=None, devid_pri
     checks["devid_chain"], chain = check_devid_chain(leaf, intermediates, devid_roots, devid_ca_path, now)
 
     with open_tpm(tcti) as tpm:
-        # Agent session (NewSession), in SPIRE's order: DevID, AK, EK; then the EK certificate.
-        devid_handle, devid_public = devid_mod.load_devid(tpm, pub_blob, priv_blob, devid_password,
-                                                          owner_hierarchy_password, devid_pub_path, devid_priv_path)
-        ak_handle, ak_public = create_ak(tpm, owner_hierarchy_password)
-        ek_handle, ek_public = create_spire_ek(tpm, endorsement_hierarchy_password)
-        ek_der = ek_mod.read_nv_certificate(tpm, EK_CERT_NV_INDEX_RSA)
+        # Agent session (NewSession), in SPIRE's order: DevID, AK, EK; then the EK certificate. A failure here
+        # stops SPIRE's agent before it sends anything: no server check runs.
+        try:
+            devid_handle, devid_public = devid_mod.load_devid(tpm, pub_blob, priv_blob, devid_password,
+                                                              owner_hierarchy_password, devid_pub_path,
+                                                              devid_priv_path)
+            ak_handle, ak_public = create_ak(tpm, owner_hierarchy_password)
+            ek_handle, ek_public = create_spire_ek(tpm, endorsement_hierarchy_password)
+            ek_der = ek_mod.read_nv_certificate(tpm, EK_CERT_NV_INDEX_RSA)
+        except SpireTpmError as e:
+            e.details.setdefault("checks", [c.as_dict() for c in checks.values()])
+            raise
         if ek_der is None:
             raise SpireTpmError(
                 "this TPM has no RSA EK certificate at NV index 0x%08x; SPIRE's tpm_devid agent reads the EK "

@@ -585,7 +585,7 @@ def ensure_devid_csr(tcti=None, key_type="rsa", pub_path=None, priv_path=None, c
             result["public_key"] = public_key_pem(pubkey)
             result["public_key_sha256"] = public_key_sha256(pubkey)
             if not result["key_created"] and csr_matches(csr_file.before, pubkey, name, sans):
-                csr_pem = csr_file.before.decode("ascii")
+                csr_pem = csr_file.before.decode("utf-8", "replace")
             else:
                 csr_pem = build_csr(key, name, sans)
             result["csr"] = csr_pem
