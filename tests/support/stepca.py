@@ -91,7 +91,9 @@ def _go_version():
 def build_step_ca(dest_dir=None):
     """Build (or reuse) the step-ca binary; return its path. Offline: GOPATH mode, no module proxy."""
     global LAST_BUILD_SECONDS
-    key = "%s-%s-%s" % (_package_version(), _go_version(), hashlib.sha256(MAIN_GO.encode()).hexdigest()[:12])
+    cgo = "1" if shutil.which("gcc") else "0"     # gcc is only Recommended by golang-go; both builds work
+    key = "%s-%s-%s%s" % (_package_version(), _go_version(), hashlib.sha256(MAIN_GO.encode()).hexdigest()[:12],
+                          "" if cgo == "1" else "-nocgo")
     base = Path(dest_dir) if dest_dir else CACHE
     out_dir = base / key.replace("/", "_").replace(":", "_")
     binary = out_dir / "step-ca"
@@ -108,7 +110,7 @@ def build_step_ca(dest_dir=None):
             (work / "src" / "stepca" / "main.go").write_text(MAIN_GO)
             env = dict(os.environ)
             env.update({"GO111MODULE": "off", "GOPATH": "%s:%s" % (work, GOPATH_SYSTEM), "GOFLAGS": "",
-                        "GOPROXY": "off", "GOCACHE": str(base / "gocache"), "CGO_ENABLED": "1"})
+                        "GOPROXY": "off", "GOCACHE": str(base / "gocache"), "CGO_ENABLED": cgo})
             t0 = time.monotonic()
             res = subprocess.run(["go", "build", "-o", str(work / "step-ca"), "stepca"], cwd=str(work), env=env,
                                  capture_output=True, text=True)
