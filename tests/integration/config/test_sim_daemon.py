@@ -465,3 +465,12 @@ def test_external_tpm_attestation_uses_the_ek_pubhash(sim, swtpm):
     agents = sim.server_json(srv, "agent", "list")["agents"]
     assert [(x["id"]["path"], x["attestation_type"], x["selectors"]) for x in agents] == [
         ("/spire/agent/tpm/%s" % pubhash, "tpm", [{"type": "tpm", "value": "pub_hash:%s" % pubhash}])]
+
+
+def test_agent_needs_the_server_address_to_answer(sim):
+    srv = sim.server_config()
+    sim.start_server(srv)
+    agt = sim.agent_config(srv, server_address="127.0.0.2")  # the server listens on 127.0.0.1 only
+    sim.write_bundle(srv, agt)
+    a = sim.start_agent(agt, "-joinToken", sim.token(srv), ready=False)
+    assert a.wait_exit() == 1 and "failed to dial dns:///127.0.0.2" in a.log and "refused" in a.log

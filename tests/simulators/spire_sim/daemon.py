@@ -24,9 +24,10 @@ What is simulated (as SPIRE does it)
   ``$SPIRE_SIM_REGISTRY`` (default /tmp/spire-sim-registry) as ``<bind_port>.json`` = {socket_path, pid,
   trust_domain, node_attestors: {name: {external, plugin_data}}, ...} so agents find it by ``server_port``.
   SIGTERM/SIGINT remove the socket and the registry entry.
-* ``spire-agent run``: finds the server by ``server_port`` (registry + a live socket), checks the trust bundle on
-  bootstrap (``trust_bundle_path`` must hold the server CA; ``insecure_bootstrap`` skips it; ``trust_bundle_url``
-  is accepted unchecked), then attests:
+* ``spire-agent run``: finds the server by ``server_port`` (registry + a live socket), checks that
+  ``server_address:server_port`` accepts a TCP connection (a wrong address fails as in SPIRE), checks the trust
+  bundle on bootstrap (``trust_bundle_path`` must hold the server CA; ``insecure_bootstrap`` skips it;
+  ``trust_bundle_url`` is accepted unchecked), then attests:
   - a join token (``-joinToken``, ``join_token``, ``join_token_file``) wins over the configured NodeAttestor; the
     server handles it without a plugin; it is consumed; agent ID ``.../spire/agent/join_token/<token>``,
     not re-attestable, no selectors;
@@ -1063,9 +1064,15 @@ def run_agent(argv):
     os.makedirs(data_dir, exist_ok=True)
     data_path = _agent_data_path(sec)
     reg = find_server(sec["server_port"])
-    if reg is None:
+    tcp_error = None
+    try:
+        with socket.create_connection((str(sec["server_address"]), int(sec["server_port"])), timeout=3):
+            pass
+    except OSError as e:
+        tcp_error = (e.strerror or str(e)).lower()
+    if reg is None or tcp_error:
         log("error", "Agent crashed", error="failed to get SVID: create attestation client: failed to dial "
-            "dns:///%s:%s: connection refused" % (sec["server_address"], sec["server_port"]))
+            "dns:///%s:%s: %s" % (sec["server_address"], sec["server_port"], tcp_error or "connection refused"))
         return 1
     if reg.get("trust_domain") != sec["trust_domain"]:
         log("error", "Agent crashed", error='failed to attest: the server is in trust domain "%s", the agent '
