@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -23,7 +23,7 @@ description:
     can use SPIRE's C(tpm_devid) node attestor (C(spire_tpm_devid_ready)).
   - Read-only; the transient EK it creates is flushed before the module returns.
 author:
-  - trustroot.spire_tpm contributors
+  - trustroot.spire_tpm contributors (@trustroot)
 extends_documentation_fragment:
   - trustroot.spire_tpm.tpm
 options:

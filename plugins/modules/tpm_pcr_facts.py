@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -20,7 +20,7 @@ description:
   - With O(baseline) or O(baseline_file) reports every PCR whose value differs (C(drift)) and whether all match.
   - Read-only.
 author:
-  - trustroot.spire_tpm contributors
+  - trustroot.spire_tpm contributors (@trustroot)
 extends_documentation_fragment:
   - trustroot.spire_tpm.tpm
 options:

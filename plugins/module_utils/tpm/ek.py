@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Endorsement keys: the TCG EK credential NV indices, EK certificates, EK templates, persistent EKs, pubhash.
 
 Numbering follows the TCG EK Credential Profile for TPM Family 2.0 (section 2.2.1.4/2.2.1.5), the same
@@ -406,8 +406,8 @@ def matches_template(public, template):
     a = getattr(public, "publicArea", public)
     t = getattr(template, "publicArea", template)
     try:
-        a_copy, _ = type(a).unmarshal(a.marshal())
-        t_copy, _ = type(t).unmarshal(t.marshal())
+        a_copy, dummy = type(a).unmarshal(a.marshal())
+        t_copy, dummy = type(t).unmarshal(t.marshal())
         if a_copy.type != t_copy.type:
             return False
         if a_copy.type == TPM2_ALG.RSA:
