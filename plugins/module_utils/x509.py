@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Certificate loading and chain verification, kept generic (EK certificates, DevID certificates, CA bundles).
 
 * ``load_certificates(path)``: a directory (every regular file in it, PEM bundle or DER) or one file.

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """PCR banks, batched PCR reads, baselines and drift.
 
 TPM2_PCR_Read returns at most 8 digests per call (TPML_DIGEST holds 8); the TPM says in pcrSelectionOut which
