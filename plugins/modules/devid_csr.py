@@ -98,6 +98,9 @@ attributes:
     description: Target OS/families that can be operated against.
     support: full
     platforms: posix
+requirements:
+  - tpm2-pytss >= 2.3 (its C(tpm2_pytss.cryptography) module signs the CSR in the TPM)
+  - cryptography on the managed host
 author:
   - trustroot.spire_tpm contributors (@trustroot)
 """

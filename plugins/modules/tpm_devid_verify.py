@@ -82,6 +82,9 @@ attributes:
 notes:
   - The DevID key has no C(noDA) attribute, so a wrong O(devid_password) counts toward the TPM's dictionary-attack
     lockout; the module tries it once.
+requirements:
+  - tpm2-pytss >= 2.3 (its C(tpm2_pytss.cryptography) module signs the nonce in the TPM)
+  - cryptography on the managed host
 author:
   - trustroot.spire_tpm contributors (@trustroot)
 """

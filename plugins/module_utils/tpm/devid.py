@@ -37,9 +37,15 @@ try:
     from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_ECC, TPM2_RC, TPMA_OBJECT
     from tpm2_pytss.types import (
         TPM2B_DATA, TPM2B_PRIVATE, TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE, TPML_PCR_SELECTION, TPMT_PUBLIC)
-    from tpm2_pytss.cryptography import tpm_ecc_private_key, tpm_rsa_private_key
 except ImportError:  # pragma: no cover - context.require_pytss() reports it
     pass
+
+try:
+    # pyca-cryptography key classes backed by the TPM (added in tpm2-pytss 2.3.0; needs cryptography as well)
+    from tpm2_pytss.cryptography import tpm_ecc_private_key, tpm_rsa_private_key
+    HAS_PYTSS_CRYPTOGRAPHY = True
+except ImportError:  # pragma: no cover
+    HAS_PYTSS_CRYPTOGRAPHY = False
 
 try:
     from cryptography import x509
@@ -362,6 +368,10 @@ def load_devid(tpm, pub_blob, priv_blob, devid_password=None, owner_hierarchy_pa
 def signing_key(tpm, handle, public):
     """A pyca-cryptography private key for a loaded TPM signing key (sign() runs in the TPM)."""
     require_cryptography()
+    if not HAS_PYTSS_CRYPTOGRAPHY:
+        raise SpireTpmError("tpm2-pytss on this host has no tpm2_pytss.cryptography module (TPM-backed keys for "
+                            "the cryptography library)",
+                            "install tpm2-pytss >= 2.3 ('pip install tpm2-pytss'; needs libtss2-dev and pkg-config)")
     if public.type == TPM2_ALG.RSA:
         return tpm_rsa_private_key(tpm.esapi, handle)
     return tpm_ecc_private_key(tpm.esapi, handle)
