@@ -43,9 +43,9 @@ options:
     description:
       - The configuration in SPIRE's structure. Top-level keys C(server) (or C(agent)), C(plugins),
         C(health_checks), C(telemetry).
-      - C(plugins) maps each plugin type to plugin names to plugin blocks with the keys C(plugin_cmd),
+      - 'C(plugins) maps each plugin type to plugin names to plugin blocks with the keys C(plugin_cmd),
         C(plugin_args), C(plugin_checksum), C(plugin_data) (a mapping), C(plugin_data_file) and C(enabled), e.g.
-        C({NodeAttestor: {tpm_devid: {plugin_data: {devid_ca_path: /opt/spire/conf/server/devid-ca.pem}}}}).
+        C({NodeAttestor: {tpm_devid: {plugin_data: {devid_ca_path: /opt/spire/conf/server/devid-ca.pem}}}}).'
       - Keys whose value is null are left out of the file. A list of mappings is written as repeated blocks.
       - Every C($) and backslash is written escaped, so values are never expanded by C(-expandEnv).
     type: dict
