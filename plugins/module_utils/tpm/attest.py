@@ -298,10 +298,30 @@ def verify_devid_signature(cert, nonce, signature):
 
 # --- the whole replay ---------------------------------------------------------------------------------------------
 
-def _load_bundle(path, option):
-    certs = x509u.load_certificates(path)
-    if not certs:
-        raise SpireTpmError("%s %s holds no certificate" % (option, path), "put the PEM CA certificate(s) there")
+_PEM_CERT_RE = re.compile(br"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", re.S)
+
+
+def load_spire_pem_file(path, option):
+    """Certificates as SPIRE's util.LoadCertificates reads them: one PEM file, every CERTIFICATE block in order,
+    other PEM blocks skipped; no directories, no DER."""
+    if os.path.isdir(path):
+        raise SpireTpmError("%s %s is a directory; SPIRE reads one PEM file there" % (option, path),
+                            "concatenate the PEM certificates into one file and point %s at it" % option)
+    data = read_bytes(path)
+    if data is None:
+        raise SpireTpmError("%s %s does not exist" % (option, path), "fix the path")
+    blocks = _PEM_CERT_RE.findall(data)
+    if not blocks:
+        raise SpireTpmError("%s %s holds no PEM CERTIFICATE block (SPIRE: 'no certificates found in file')"
+                            % (option, path),
+                            "SPIRE reads PEM only: convert a DER certificate with 'openssl x509 -inform DER -in F "
+                            "-out F.pem'")
+    certs = []
+    for i, block in enumerate(blocks):
+        try:
+            certs.extend(x509u.parse_certificates(block, "%s %s (block %d)" % (option, path, i)))
+        except SpireTpmError as e:
+            raise SpireTpmError("%s (SPIRE: 'unable to parse certificate in block %d')" % (e.cause, i), e.fix)
     return certs
 
 
@@ -320,10 +340,10 @@ def verify_devid(tcti=None, devid_cert_path=None, devid_pub_path=None, devid_pri
     with ``failed`` (the first broken Check in SPIRE's order, or None)."""
     devid_mod.require_cryptography()
     td = normalize_trust_domain(trust_domain)
-    certs = _load_bundle(devid_cert_path, "devid_cert_path")
+    certs = load_spire_pem_file(devid_cert_path, "devid_cert_path")
     leaf, intermediates = certs[0], certs[1:]
-    devid_roots = _load_bundle(devid_ca_path, "devid_ca_path")
-    ek_roots = _load_bundle(endorsement_ca_path, "endorsement_ca_path")
+    devid_roots = load_spire_pem_file(devid_ca_path, "devid_ca_path")
+    ek_roots = load_spire_pem_file(endorsement_ca_path, "endorsement_ca_path")
     pub_blob = _read(devid_pub_path, "devid_pub_path")
     priv_blob = _read(devid_priv_path, "devid_priv_path")
 

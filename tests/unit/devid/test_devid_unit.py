@@ -235,3 +235,22 @@ def test_sha1_signed_certificates_are_refused_like_go(tmp_path):
     assert check.ok is True and len(chain) == 2
     ek = attest.check_ek_chain(weak, [root], "/ek.pem")
     assert ek.ok is False and "insecure algorithm" in ek.detail
+
+
+def test_pem_files_are_read_as_spire_reads_them(tmp_path):
+    k = ec.generate_private_key(ec.SECP256R1())
+    a, b = _cert(_n("A"), _n("A"), k, k, True), _cert(_n("B"), _n("B"), k, k, True)
+    pem = lambda c: c.public_bytes(serialization.Encoding.PEM)  # noqa: E731
+    key_pem = k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+    f = tmp_path / "bundle.pem"
+    f.write_bytes(b"# comment\n" + pem(a) + key_pem + pem(b))
+    assert [c.subject for c in attest.load_spire_pem_file(str(f), "devid_ca_path")] == [a.subject, b.subject]
+    der = tmp_path / "a.der"
+    der.write_bytes(a.public_bytes(serialization.Encoding.DER))
+    with pytest.raises(SpireTpmError, match="no PEM CERTIFICATE block.*SPIRE reads PEM only"):
+        attest.load_spire_pem_file(str(der), "devid_ca_path")
+    with pytest.raises(SpireTpmError, match="is a directory"):
+        attest.load_spire_pem_file(str(tmp_path), "endorsement_ca_path")
+    with pytest.raises(SpireTpmError, match="does not exist"):
+        attest.load_spire_pem_file(str(tmp_path / "nope.pem"), "devid_cert_path")
