@@ -13,12 +13,12 @@ module: spire_agent
 short_description: Evict or ban an agent attested to a SPIRE server
 version_added: "0.1.0"
 description:
-  - C(state=evicted) runs C(spire-server agent evict): the agent's attestation is deleted and its next call to the
+  - O(state=evicted) runs C(spire-server agent evict). The agent's attestation is deleted and its next call to the
     server fails; an agent that can re-attest (for example C(tpm_devid)) attests again, a C(join_token) agent drops
     its SVID and exits.
-  - C(state=banned) runs C(spire-server agent ban): the agent stays listed as banned and cannot attest again until
+  - O(state=banned) runs C(spire-server agent ban). The agent stays listed as banned and cannot attest again until
     it is evicted.
-  - Idempotent: an agent the server does not know is left alone (C(changed=false)); an agent already banned is not
+  - Idempotent. An agent the server does not know is left alone (C(changed=false)); an agent already banned is not
     banned again.
 author:
   - trustroot.spire_tpm contributors

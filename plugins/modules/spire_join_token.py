@@ -19,7 +19,7 @@ description:
   - Not idempotent by nature - every run creates a new token (C(changed=true)). In check mode no token is created
     and RV(token) is null.
   - The token is a secret until it is used; it is returned only under RV(token), never in a message. Set
-    C(no_log: true) on the task so that Ansible does not print or log the result, and pass the registered value on.
+    C(no_log=true) on the task so that Ansible does not print or log the result, and pass the registered value on.
 author:
   - trustroot.spire_tpm contributors
 extends_documentation_fragment:
@@ -49,7 +49,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 token:
-  description: The join token (null in check mode). A secret - register it under C(no_log: true).
+  description: The join token (null in check mode). A secret - register it from a task with C(no_log=true).
   returned: success
   type: str
 expires_at:
