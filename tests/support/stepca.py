@@ -262,7 +262,19 @@ class StepCA:
         except OSError:
             return ""
 
-    def start(self, timeout=30):
+    def start(self, timeout=30, attempts=3):
+        """Start and wait for /health; a port taken meanwhile by someone else gets a new port (url changes)."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout)
+            except RuntimeError as e:
+                if "address already in use" not in str(e) or attempt == attempts - 1:
+                    raise
+                self.port = free_port()
+                self.url = "https://127.0.0.1:%d" % self.port
+                self.write_config()
+
+    def _start_once(self, timeout):
         if self.proc is not None and self.proc.poll() is None:
             return self
         self._log = open(self.log_path, "ab")
