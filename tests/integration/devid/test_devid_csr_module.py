@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import socket
 import stat
 
 import pytest
@@ -175,8 +176,13 @@ def test_check_mode_writes_nothing_and_diff_hides_private_blob(swtpm, run_playbo
 
 def test_owner_group_mode(swtpm, run_playbook, tmp_path):
     args = csr_args(swtpm, tmp_path, owner="nobody", group="nogroup", mode="0640")
-    r = run_playbook(tasks=[task("csr", args), task("csr again", args)], expect_rc=0)
+    fqdn_args = csr_args(swtpm, tmp_path, "ecc")
+    del fqdn_args["common_name"]
+    r = run_playbook(tasks=[task("csr", args), task("csr again", args), task("fqdn", fqdn_args)], expect_rc=0)
     assert r.task("csr again")["changed"] is False
+    # common_name defaults to the host's FQDN
+    fq = x509.load_pem_x509_csr(r.task("fqdn")["csr"].encode())
+    assert fq.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == socket.getfqdn()
     for ext in ("pub", "priv", "csr"):
         st = os.stat(tmp_path / ("rsa." + ext))
         assert stat.S_IMODE(st.st_mode) == 0o640
