@@ -248,6 +248,19 @@ def test_operator_token_and_replay_refused(step_ca, swtpm, run_playbook, tmp_pat
     assert not (d / "b.crt").exists()
     assert tok not in r.stdout          # no_log
 
+    # revoke with an operator-minted revoke token (sub = decimal serial, aud = /1.0/revoke)
+    serial = r.task("issue")["serial"]
+    now = int(time.time())
+    rev = jwt.encode({"iss": step_ca.provisioner_name, "aud": step_ca.url + "/1.0/revoke", "sub": serial,
+                      "nbf": now, "iat": now, "exp": now + 300, "jti": uuid.uuid4().hex},
+                     step_ca.provisioner_key, algorithm="ES256", headers={"kid": step_ca.kid})
+    r = run_playbook(tasks=[task("revoke", {"state": "absent", "cert_path": str(d / "a.crt"), "ca_url": step_ca.url,
+                                            "root_fingerprint": step_ca.root_fingerprint, "token": rev})],
+                     expect_rc=0)
+    assert r.task("revoke")["cert_action"] == "revoked" and not (d / "a.crt").exists()
+    assert any("path=/1.0/revoke " in line and "status=200 " in line and "serial=%s " % serial in line
+               for line in step_ca.log_text().splitlines())
+
 
 def test_wrong_root_fingerprint_refused(step_ca, step_ca_factory, swtpm, run_playbook, tmp_path):
     other = step_ca_factory()
