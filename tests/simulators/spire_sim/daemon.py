@@ -670,6 +670,8 @@ def run_server(argv):
         log("error", "Fatal run error", error=str(e))
         return 1
     with sim_state.locked(sock_path) as st:
+        if st.get("trust_domain") != td:
+            st.pop("ca", None)  # a new trust domain gets a new CA
         st["trust_domain"] = td
         sim_state.ensure_ca(st)
     health = None
