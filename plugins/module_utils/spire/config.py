@@ -282,13 +282,24 @@ def _decode_pyhcl_strings(value):
     return value
 
 
+_PARSER = []
+
+
+def _pyhcl_parser():
+    """One pyhcl parser per process: building its ply tables costs ~150 ms, a parse ~5 ms."""
+    if not _PARSER:
+        from hcl.parser import HclParser
+        _PARSER.append(HclParser())
+    return _PARSER[0]
+
+
 def parse(text):
     """Parse HCL text with pyhcl, decoding the ``\\uXXXX`` escapes pyhcl leaves in strings (see module doc)."""
     if not HAS_PYHCL:
         raise SpireTpmError("the Python library pyhcl is not installed",
                             "install it on the host that runs the module (pip install pyhcl)")
     try:
-        return _decode_pyhcl_strings(hcl.loads(text))
+        return _decode_pyhcl_strings(_pyhcl_parser().parse(text))
     except SpireTpmError:
         raise
     except Exception as e:  # pyhcl raises ValueError and its own lexer/parser errors

@@ -75,6 +75,12 @@ def test_agent_validate_does_not_check_plugin_names_but_run_does(sim):
                          'NodeAttestor "join_token" {\n    plugin_cmd = "/bin/true"\n    plugin_data {}'),
      "the built-in join_token node attestor cannot be overridden by an external plugin"),
     (lambda t: t.replace('KeyManager "memory"', 'Keymanager "memory"'), 'unsupported plugin type "Keymanager"'),
+    (lambda t: t.replace('  KeyManager "memory" {', '  KeyManager "memory" {}\n  KeyManager "memory" {'),
+     'plugin "KeyManager"/"memory" declared more than once'),
+    (lambda t: t.replace('KeyManager "memory"', 'KeyManager "memory" {\n    enabled = false\n  }\n  KeyManager "m2"'),
+     'failed to load plugin "m2": no built-in plugin "m2" for type "KeyManager"'),
+    (lambda t: t.replace('KeyManager "memory" {', 'KeyManager "memory" {\n    enabled = false'),
+     'constraint not satisfied: expected exactly 1 but got 0'),
 ])
 def test_server_validate_rejections(sim, mutate, expected):
     conf = sim.path("server.conf")
