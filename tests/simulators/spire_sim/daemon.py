@@ -73,7 +73,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 from . import state as sim_state
 from .flags import FlagError, FlagSet
@@ -823,7 +822,6 @@ def _check_tpmt_public(blob, cert):
 
 
 def attest_tpm_devid(agent_data, server_data, td):
-    from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
     dev = agent_data.get("tpm_device_path")
     if dev:
