@@ -22,7 +22,7 @@ options:
         allows one user at a time.
     type: str
 requirements:
-  - tpm2-pytss >= 2.1 (Python bindings over the tpm2-tss libraries) on the managed host
+  - tpm2-pytss >= 2.3 (Python bindings over the tpm2-tss libraries) on the managed host
   - a TPM 2.0 (hardware, firmware or swtpm) reachable through the chosen TCTI
 notes:
   - Every transient object the module loads into the TPM is flushed before it returns, also when it fails,

@@ -27,7 +27,7 @@ os.environ.setdefault("TSS2_LOG", "all+NONE")
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError  # noqa: E402
 
-MIN_PYTSS = (2, 1, 0)
+MIN_PYTSS = (2, 3, 0)  # tpm2_pytss.cryptography (TPM-backed pyca keys) arrived in 2.3.0
 
 try:
     from tpm2_pytss import ESAPI, TCTILdr, TSS2_Exception
