@@ -224,3 +224,24 @@ def result_error(result):
     status = result.get("status") or {}
     code = int(status.get("code", 0) or 0)
     return "%s (%d): %s" % (CODE_NAMES.get(code, "code"), code, status.get("message", ""))
+
+
+def raise_for_results(results, action, label=None):
+    """Raise one SpireTpmError listing every failed result of a batch (``action``: e.g. "create entry").
+
+    ``label(result)`` names an item in the message (default: its entry's SPIFFE ID or its ``id``).
+    """
+    def default_label(res):
+        entry = res.get("entry") or {}
+        sid = entry.get("spiffe_id")
+        if isinstance(sid, dict):
+            sid = "spiffe://%s%s" % (sid.get("trust_domain", ""), sid.get("path", ""))
+        return sid or entry.get("id") or res.get("id") or "?"
+
+    label = label or default_label
+    failed = [(label(r), result_error(r)) for r in results if not result_ok(r)]
+    if failed:
+        raise SpireTpmError("%d of %d items failed to %s: %s" % (len(failed), len(results), action,
+                                                                 "; ".join("%s: %s" % f for f in failed[:20])),
+                            "fix the listed items and run again",
+                            failures=[{"item": name, "error": err} for name, err in failed])

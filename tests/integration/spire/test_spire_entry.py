@@ -106,6 +106,16 @@ def test_purge_only_in_scope(run_playbook, spire_sim, server_opts):
     assert res.task("purge")["changed"] is False
 
 
+def test_purge_everything_in_scope_with_empty_list(run_playbook, spire_sim, server_opts):
+    other = "spiffe://example.org/node/db1"
+    run_playbook([task("seed", dict(server_opts, entries=[entry(1), entry(2), entry(3, parent=other)]))],
+                 env=spire_sim.env, expect_rc=0)
+    res = run_playbook([task("empty", dict(server_opts, entries=[], purge=True, purge_scope={"parent_id": NODE}))],
+                       env=spire_sim.env, expect_rc=0)
+    assert len(res.task("empty")["deleted"]) == 2
+    assert list(by_spiffe(spire_sim)) == ["spiffe://example.org/web/w3"]
+
+
 def test_purge_without_scope_refused(run_playbook, spire_sim, server_opts):
     run_playbook([task("seed", dict(server_opts, entries=[entry(1), entry(2)]))], env=spire_sim.env, expect_rc=0)
     before = spire_sim.state_bytes()

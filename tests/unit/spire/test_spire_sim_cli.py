@@ -164,3 +164,19 @@ def test_spirecli_command_shape():
     argv, data = seen[0]
     assert argv[1:] == ["entry", "create", "-data", "-", "-output", "json", "-socketPath", "/run/s.sock"]
     assert json.loads(data) == {"entries": [{"spiffe_id": "spiffe://a/b"}]}
+
+
+def test_raise_for_results_lists_failures():
+    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.spire.cli import raise_for_results
+    ok = {"status": {"code": 0, "message": "OK"}, "entry": {"id": "1"}}
+    bad = {"status": {"code": 6, "message": "similar entry already exists"},
+           "entry": {"spiffe_id": {"trust_domain": "example.org", "path": "/a"}}}
+    gone = {"status": {"code": 5, "message": "entry not found"}, "id": "x9"}
+    raise_for_results([ok], "create entries")
+    with pytest.raises(SpireTpmError) as err:
+        raise_for_results([ok, bad, gone], "apply entries")
+    msg = str(err.value)
+    assert "2 of 3 items failed" in msg
+    assert "spiffe://example.org/a: AlreadyExists (6): similar entry already exists" in msg
+    assert "x9: NotFound (5): entry not found" in msg
+    assert len(err.value.details["failures"]) == 2
