@@ -15,7 +15,7 @@ On top of ``lab/lab.py`` (netns hosts with sshd and swtpm) it adds what the play
 
 Usage::
 
-    labenv.py up --name NAME --subnet 10.x.y.0/24 [--stepca] [--backend local|step_ca]
+    labenv.py up --name NAME --subnet 10.x.y.0/24 [--stepca] [--backend local|step_ca] [--host SPEC ...]
     labenv.py inventory --name NAME          # JSON for an Ansible dynamic inventory (empty when not up)
     labenv.py down --name NAME               # stops step-ca, lab.py down --purge
 """
@@ -171,7 +171,10 @@ def write_inventory(name, extra_vars):
 
 def up(args):
     t0 = time.monotonic()
-    lab("up", "--name", args.name, "--subnet", args.subnet)
+    hosts = []
+    for h in args.host or []:
+        hosts += ["--host", h]
+    lab("up", "--name", args.name, "--subnet", args.subnet, *hosts)
     state = state_dir(args.name)
     import ipaddress
     gateway = str(ipaddress.ip_network(args.subnet).network_address + 1)
@@ -190,6 +193,9 @@ def up(args):
         "devid_provision_renewal_cron_dir": "/var/lib/trustroot/cron.d",
         "devid_provision_renewal_lib_dir": "/var/lib/trustroot/lib",
         "labenv_sim_bin": str(SIM_BIN),
+        # One workload entry per agent host for site.yml (parented to the host's node alias).
+        "spire_workloads": [{"path": "workload/{{ inventory_hostname }}/web", "selectors": ["unix:uid:1000"],
+                             "x509_svid_ttl": 3600}],
     }
     # SPIRE = the simulator, packed like a release archive so that the roles install it as they install SPIRE.
     rel = subprocess.run([sys.executable, str(ROOT / "tests" / "simulators" / "release" / "make_release.py"),
@@ -201,6 +207,12 @@ def up(args):
     # The simulated agents find their server through a registry keyed by server port (shared /tmp) and its API
     # socket: one port per lab, and the server socket on the shared filesystem (lab hosts have private /run/spire).
     port = 18000 + int(args.subnet.split(".")[2]) % 1000
+    registry = state / "sim-registry"
+    registry.mkdir(exist_ok=True)
+    os.chmod(registry, 0o1777)
+    # The service users must traverse the state dir to reach the shared server socket and the registry.
+    for d in (state, state.parent):
+        os.chmod(d, os.stat(d).st_mode | 0o011)
     v.update({
         "spire_version": "1.15.3",
         "spire_archive_src": release["archive"],
@@ -212,6 +224,12 @@ def up(args):
         # The simulator does no TPM I/O (tpm_devid is checked on the files); it needs an existing device path.
         # Real SPIRE needs /dev/tpmrm0 or a unix socket served by swtpm.
         "spire_agent_tpm_device_path": "/dev/null",
+        # The simulator's server registry, per lab (the default /tmp/spire-sim-registry belongs to whoever made it).
+        "spire_server_environment": {"SPIRE_SIM_REGISTRY": str(registry)},
+        "spire_agent_environment": {"SPIRE_SIM_REGISTRY": str(registry)},
+        # /var/log is shared by the lab hosts; /var/lib/spire is private to each.
+        "spire_server_log_dir": "/var/lib/spire/log",
+        "spire_agent_log_dir": "/var/lib/spire/log",
     })
     if args.stepca:
         info = start_stepca(state, gateway)
@@ -248,7 +266,7 @@ def main(argv=None):
     p.add_argument("--stepca", action="store_true")
     p.add_argument("--backend", choices=["local", "step_ca"], default="local")
     p.add_argument("--list", action="store_true", help="(dynamic inventory protocol)")
-    p.add_argument("--host")
+    p.add_argument("--host", action="append", help="host spec passed to lab.py up (repeatable)")
     args = p.parse_args(argv)
     {"up": up, "down": down, "inventory": inventory}[args.command](args)
 
