@@ -120,10 +120,19 @@ SECTION_KEYS = {
 }
 PLUGIN_KEYS = frozenset(PLUGIN_KEY_ORDER)
 
-# Required plugin_data keys of the built-in tpm_devid attestor (pkg/{server,agent}/plugin/nodeattestor/tpmdevid).
+# Required plugin_data keys of built-in plugins whose Configure refuses to start without them:
+# tpm_devid (pkg/{server,agent}/plugin/nodeattestor/tpmdevid), the sql DataStore (sqlstore configValidate),
+# the disk KeyManagers (pkg/server/plugin/keymanager/disk: keys_path; pkg/agent/plugin/keymanager/disk: directory).
+REQUIRED_PLUGIN_DATA = {
+    ("server", "NodeAttestor", "tpm_devid"): ("devid_ca_path", "endorsement_ca_path"),
+    ("agent", "NodeAttestor", "tpm_devid"): ("devid_cert_path", "devid_priv_path", "devid_pub_path"),
+    ("server", "DataStore", "sql"): ("database_type", "connection_string"),
+    ("server", "KeyManager", "disk"): ("keys_path",),
+    ("agent", "KeyManager", "disk"): ("directory",),
+}
 TPM_DEVID_REQUIRED = {
-    "server": ("devid_ca_path", "endorsement_ca_path"),
-    "agent": ("devid_cert_path", "devid_priv_path", "devid_pub_path"),
+    "server": REQUIRED_PLUGIN_DATA[("server", "NodeAttestor", "tpm_devid")],
+    "agent": REQUIRED_PLUGIN_DATA[("agent", "NodeAttestor", "tpm_devid")],
 }
 
 # Key names whose values are secrets: masked in what the module returns and shows in a diff.
@@ -531,16 +540,17 @@ def _check_plugin(kind, ptype, name, spec, warnings):
                                 "DataStore is deprecated\")" % where, "configure DataStore \"sql\" without plugin_cmd")
     if enabled and not external and name not in BUILTIN_PLUGINS[kind][ptype]:
         raise _unknown_builtin(kind, ptype, name)
-    if enabled and not external and ptype == "NodeAttestor" and name == "tpm_devid":
+    required = REQUIRED_PLUGIN_DATA.get((kind, ptype, name))
+    if enabled and not external and required:
         data = spec.get("plugin_data")
         if data is None and spec.get("plugin_data_file") is None:
             data = {}
-        if data is not None:
-            missing = [k for k in TPM_DEVID_REQUIRED[kind] if not data.get(k)]
+        if data is not None:  # plugin_data_file cannot be inspected here
+            missing = [k for k in required if data.get(k) in (None, "")]
             if missing:
-                raise SpireTpmError("%s tpm_devid plugin_data lacks %s" % (kind, ", ".join(missing)),
-                                    "set %s in plugins.NodeAttestor.tpm_devid.plugin_data" % ", ".join(
-                                        TPM_DEVID_REQUIRED[kind]))
+                raise SpireTpmError("%s %s \"%s\" plugin_data lacks %s (SPIRE refuses to configure the plugin)"
+                                    % (kind, ptype, name, ", ".join(missing)),
+                                    "set %s in plugins.%s.%s.plugin_data" % (", ".join(required), ptype, name))
     return enabled
 
 

@@ -81,6 +81,9 @@ def test_agent_validate_does_not_check_plugin_names_but_run_does(sim):
      'failed to load plugin "m2": no built-in plugin "m2" for type "KeyManager"'),
     (lambda t: t.replace('KeyManager "memory" {', 'KeyManager "memory" {\n    enabled = false'),
      'constraint not satisfied: expected exactly 1 but got 0'),
+    (lambda t: t.replace('database_type = "sqlite3"', 'database_type = "sqlite"'),
+     "unsupported database_type: sqlite"),
+    (lambda t: t.replace('KeyManager "memory"', 'KeyManager "disk"'), "keys_path is required"),
 ])
 def test_server_validate_rejections(sim, mutate, expected):
     conf = sim.path("server.conf")

@@ -13,8 +13,9 @@ What is simulated (as SPIRE does it)
   plugins skipped, ``no built-in plugin "X" for type "T"``, external plugins (``plugin_cmd`` must exist; checksum
   hex/length/sha256 checked), external join_token refused, the DataStore rules, per-type constraints
   (agent: exactly one NodeAttestor and KeyManager, at least one WorkloadAttestor; server: exactly one KeyManager,
-  at most one UpstreamAuthority, zero or more NodeAttestors), and the built-in tpm_devid plugin's configuration
-  (required keys; the server loads its CA bundles; the agent loads its DevID files and finds its TPM).
+  at most one UpstreamAuthority, zero or more NodeAttestors), the required settings of the sql DataStore and the
+  disk KeyManagers, and the built-in tpm_devid plugin's configuration (required keys; the server loads its CA
+  bundles; the agent loads its DevID files and finds its TPM).
 * ``validate``: the server checks configuration and catalog (plugin notes); the agent — like SPIRE's
   ``spire-agent validate`` — only loads the configuration: it does NOT catch unknown built-in plugin names.
 * ``spire-server run``: listens on its API socket (``server.socket_path``, default
@@ -410,8 +411,36 @@ def _read_pem_certs(path):
     return certs
 
 
+def _configure_simple(kind, p):
+    """Configure checks of the sql DataStore and the disk KeyManagers (sqlstore configValidate, keymanager/disk)."""
+    data = p["data"] or {}
+    if p["type"] == "DataStore":
+        if not data.get("database_type"):
+            return "datastore-sql: database_type must be set"
+        if not data.get("connection_string"):
+            return "datastore-sql: connection_string must be set"
+        dbtype = data["database_type"]
+        if isinstance(dbtype, str) and dbtype not in ("sqlite3", "postgres", "mysql"):
+            return "datastore-sql: unsupported database_type: %s" % dbtype
+    elif p["type"] == "KeyManager" and p["name"] == "disk":
+        if kind == "server" and not data.get("keys_path"):
+            return "keys_path is required"
+        if kind == "agent" and not data.get("directory"):
+            return "directory must be configured"
+    return None
+
+
 def _configure_builtin(kind, p, notes):
-    """The built-in tpm_devid plugin's Configure/Validate. Errors go to ``notes`` (a list) or raise."""
+    """Built-in plugins' Configure/Validate (tpm_devid, sql, disk). Errors go to ``notes`` (a dict) or raise."""
+    problem = _configure_simple(kind, p)
+    if problem:
+        if notes is not None:
+            notes.setdefault('%s "%s"' % (p["type"], p["name"]), []).append(problem)
+            return
+        if p["type"] == "DataStore":
+            raise CatalogError(problem)
+        raise CatalogError('failed to configure plugin "%s": rpc error: code = InvalidArgument desc = %s'
+                           % (p["name"], problem))
     if p["type"] != "NodeAttestor" or p["name"] != "tpm_devid":
         return
     data = p["data"] or {}
@@ -472,6 +501,7 @@ def check_catalog(kind, plugins, notes=None):
             raise CatalogError('pluggability for the DataStore is deprecated; only the built-in "sql" plugin is '
                                'supported')
         else:
+            _configure_builtin(kind, ds[0], notes)
             loaded.append(ds[0])
     for p in plugins:
         if p["type"] == "NodeAttestor" and p["name"] == "join_token" and p["enabled"] and p["cmd"]:

@@ -233,6 +233,19 @@ def test_tpm_devid_required_plugin_data():
     C.validate("agent", cfg)
 
 
+@pytest.mark.parametrize("kind,ptype,name,key", [("server", "DataStore", "sql", "connection_string"),
+                                                  ("server", "DataStore", "sql", "database_type"),
+                                                  ("server", "KeyManager", "disk", "keys_path"),
+                                                  ("agent", "KeyManager", "disk", "directory")])
+def test_required_plugin_data_of_builtins(kind, ptype, name, key):
+    cfg = server() if kind == "server" else agent()
+    data = {"database_type": "sqlite3", "connection_string": "/d/ds", "keys_path": "/d/k", "directory": "/d"}
+    data = dict((k, v) for k, v in data.items() if k in C.REQUIRED_PLUGIN_DATA[(kind, ptype, name)] and k != key)
+    cfg["plugins"][ptype] = {name: {"plugin_data": data}}
+    err = fails(kind, cfg)
+    assert key in err.message and '%s "%s"' % (ptype, name) in err.message
+
+
 def test_node_attestors_lists_enabled_names():
     cfg = server()
     cfg["plugins"]["NodeAttestor"]["x509pop"] = {"plugin_data": {"ca_bundle_path": "/x"}, "enabled": False}
