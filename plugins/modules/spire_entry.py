@@ -344,9 +344,7 @@ def main():
         for entry_id, want, _have in plan.update:
             ids[E.identity(want)] = entry_id
         if module.check_mode:
-            result["created"] = [dict(E._brief(w, None)) for w in plan.create]
-            result["updated"] = [dict(E._brief(w, i), changed_fields=E.differences(w, h)) for i, w, h in plan.update]
-            result["deleted"] = [E._brief(h) for h in plan.delete]
+            result.update(E.planned(plan))
         elif plan.changed:
             done = E.apply_plan(cli, plan)
             ids.update(done["ids"])

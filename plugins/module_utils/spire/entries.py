@@ -353,7 +353,7 @@ def chunks(items, max_entries=MAX_BATCH_ENTRIES, max_bytes=MAX_BATCH_BYTES, size
 
 # --- apply ----------------------------------------------------------------------------------------------------
 
-def _brief(entry, entry_id=None):
+def brief(entry, entry_id=None):
     return {"id": entry_id if entry_id is not None else entry.get("id"), "spiffe_id": entry["spiffe_id"],
             "parent_id": entry["parent_id"], "selectors": list(entry["selectors"])}
 
@@ -373,34 +373,34 @@ def apply_plan(cli, plan, max_entries=MAX_BATCH_ENTRIES, max_bytes=MAX_BATCH_BYT
         for want, res in zip(batch, results):
             if result_ok(res):
                 entry_id = (res.get("entry") or {}).get("id")
-                done["created"].append(_brief(want, entry_id))
+                done["created"].append(brief(want, entry_id))
                 done["ids"][identity(want)] = entry_id
             else:
-                failures.append(dict(_brief(want), action="create", error=result_error(res)))
+                failures.append(dict(brief(want), action="create", error=result_error(res)))
 
     for batch in chunks(plan.update, max_entries, max_bytes, size=lambda u: _request_size(u[1])):
         results = cli.entry_update([to_request(want, entry_id) for entry_id, want, _have in batch])
         for (entry_id, want, have), res in zip(batch, results):
             if result_ok(res):
-                done["updated"].append(dict(_brief(want, entry_id), changed_fields=differences(want, have)))
+                done["updated"].append(dict(brief(want, entry_id), changed_fields=differences(want, have)))
             else:
-                failures.append(dict(_brief(want, entry_id), action="update", error=result_error(res)))
+                failures.append(dict(brief(want, entry_id), action="update", error=result_error(res)))
 
     skipped_deletes = []
     if failures:
-        skipped_deletes = [_brief(e) for e in plan.delete]
+        skipped_deletes = [brief(e) for e in plan.delete]
     else:
         id_size = len('"%s",' % ("0" * 36))
         for batch in chunks(plan.delete, max_entries, max_bytes, size=lambda e: id_size):
             results = cli.entry_delete([e["id"] for e in batch])
             for have, res in zip(batch, results):
                 if result_ok(res):
-                    done["deleted"].append(_brief(have))
+                    done["deleted"].append(brief(have))
                 elif int((res.get("status") or {}).get("code", 0)) == 5:
                     # Already gone (deleted behind our back): the desired state holds.
-                    done["deleted"].append(dict(_brief(have), already_absent=True))
+                    done["deleted"].append(dict(brief(have), already_absent=True))
                 else:
-                    failures.append(dict(_brief(have), action="delete", error=result_error(res)))
+                    failures.append(dict(brief(have), action="delete", error=result_error(res)))
 
     if failures:
         shown = "; ".join("%s %s: %s" % (f["action"], f["spiffe_id"], f["error"]) for f in failures[:20])
@@ -419,6 +419,15 @@ def apply_plan(cli, plan, max_entries=MAX_BATCH_ENTRIES, max_bytes=MAX_BATCH_BYT
 
 def _request_size(entry):
     return len(json.dumps(to_request(entry, "0" * 36), separators=(",", ":"))) + 1
+
+
+def planned(plan):
+    """What a check-mode run reports: {"created", "updated", "deleted"} as apply_plan would (new IDs unknown)."""
+    return {
+        "created": [brief(w, None) for w in plan.create],
+        "updated": [dict(brief(w, i), changed_fields=differences(w, h)) for i, w, h in plan.update],
+        "deleted": [brief(h) for h in plan.delete],
+    }
 
 
 def diff_text(plan):
