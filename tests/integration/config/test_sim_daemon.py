@@ -179,9 +179,22 @@ def test_server_run_healthcheck_registry_and_clean_sigterm(sim):
     assert r.returncode == 1
 
 
-def test_agent_healthcheck_wording(sim):
+def test_agent_healthcheck_wording_and_http_listener(sim):
     r = sim.cli("spire-agent", "healthcheck", "-socketPath", str(sim.path("none.sock")))
     assert r.returncode == 1 and r.stderr == "Agent is unhealthy: unable to determine health\n"
+    srv = sim.server_config()
+    sim.start_server(srv)
+    hport = free_port()
+    agt = sim.agent_config(srv)
+    agt["health_checks"] = {"listener_enabled": True, "bind_address": "127.0.0.1", "bind_port": str(hport),
+                            "live_path": "/alive"}
+    sim.write_bundle(srv, agt)
+    a = sim.start_agent(agt, "-joinToken", sim.token(srv))
+    codes = [subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                             "http://127.0.0.1:%d%s" % (hport, p)], capture_output=True, text=True).stdout
+             for p in ("/alive", "/ready", "/live")]
+    assert codes == ["200", "200", "404"]
+    assert a.stop() == 0
 
 
 # --- join token -------------------------------------------------------------------------------------------------

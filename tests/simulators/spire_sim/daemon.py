@@ -43,7 +43,7 @@ What is simulated (as SPIRE does it)
     (``SPIRE_SIM_TPM_TCTI``: the RSA EK certificate at NV 0x01c00002, else the persistent EK 0x81010001); the
     server accepts it when ``<hash_path>/<pubhash>`` exists. Agent ID ``.../spire/agent/tpm/<pubhash>``, selector
     ``tpm:pub_hash:<pubhash>``.
-  The agent is registered with ``state.register_agent``, an X.509 SVID is issued by the simulated CA and
+  The agent serves ``health_checks`` like the server. It is registered with ``state.register_agent``, an X.509 SVID is issued by the simulated CA and
   ``<data_dir>/agent-data.json`` is written. A valid cached agent-data.json means NO new attestation, even if the
   NodeAttestor changed; when the agent was evicted a re-attestable agent attests again, a non-re-attestable one
   drops its SVID and exits (checked at start and every second while running). The Workload API socket
@@ -1141,6 +1141,16 @@ def run_agent(argv):
                           "server_socket_path": reg["socket_path"], "trust_domain": sec["trust_domain"],
                           "pid": os.getpid()})
     stopper = Stopper()
+    health = None
+    if cfg["health_checks"].get("listener_enabled"):
+        try:
+            health = _health_server(cfg["health_checks"], stopper.event)
+        except OSError as e:
+            log("error", "Agent crashed", error="health check listener: %s" % e)
+            lsock.close()
+            for path in (sock_path, sidecar):
+                os.unlink(path)
+            return 1
     threading.Thread(target=_accept_forever, args=(lsock, stopper.event), daemon=True).start()
     log("info", "Starting Workload and SDS APIs", address=sock_path, network="unix", subsystem_name="endpoints")
     rc = 0
@@ -1167,6 +1177,8 @@ def run_agent(argv):
             rc = 1
             break
     lsock.close()
+    if health is not None:
+        health.shutdown()
     for path in (sock_path, sidecar):
         try:
             os.unlink(path)
