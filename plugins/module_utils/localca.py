@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The ``local`` DevID backend: sign a CSR with a CA certificate and key held on the controller/host.
 
 For labs and small fleets without step-ca. The issued leaf carries the CSR's subject and SANs, is not a CA, has
@@ -58,8 +58,8 @@ def load_ca(ca_cert_path, ca_key_path, ca_key_password=None):
     der = serialization.Encoding.DER
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     if certs[0].public_key().public_bytes(der, spki) != key.public_key().public_bytes(der, spki):
-        raise SpireTpmError("the CA key %s does not belong to the first certificate in %s" % (ca_key_path,
-                                                                                            ca_cert_path),
+        raise SpireTpmError("the CA key %s does not belong to the first certificate in %s"
+                            % (ca_key_path, ca_cert_path),
                             "put the issuing CA's certificate first in ca_cert_path")
     return certs, key
 

@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -126,9 +126,11 @@ options:
     type: raw
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Nothing is signed, renewed or revoked; the CA's health is still checked.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
 notes:
   - The module does not renew through TLS client authentication; the Bearer token flow lets the TPM sign without a
@@ -137,7 +139,7 @@ requirements:
   - cryptography on the managed host
   - PyJWT on the managed host (optional; the token is built with cryptography alone when it is missing)
 author:
-  - trustroot.spire_tpm contributors
+  - trustroot.spire_tpm contributors (@trustroot)
 """
 
 EXAMPLES = r"""

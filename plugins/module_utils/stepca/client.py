@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """step-ca HTTP API client (stdlib ``urllib`` + ``ssl`` only).
 
 Trust is bootstrapped like ``step ca bootstrap --fingerprint``: ``GET /root/{fp}`` (the only unverified call), the
@@ -237,7 +237,7 @@ class StepCAClient:
             insecure.check_hostname = False
             insecure.verify_mode = ssl.CERT_NONE
             try:
-                _, body = self._request("GET", "/root/%s" % quote(self.fingerprint), context=insecure,
+                dummy, body = self._request("GET", "/root/%s" % quote(self.fingerprint), context=insecure,
                                         action="root")
             except SpireTpmError as e:
                 if e.details.get("http_status") == 404:
@@ -269,7 +269,7 @@ class StepCAClient:
 
     # --- API -------------------------------------------------------------------------------------------------
     def health(self):
-        _, body = self._request("GET", "/health", action="health")
+        dummy, body = self._request("GET", "/health", action="health")
         if body.get("status") != "ok":
             raise SpireTpmError("step-ca at %s reports status %r" % (self.url, body.get("status")),
                                 "check the CA's log")
@@ -277,9 +277,9 @@ class StepCAClient:
 
     def provisioners(self):
         out, cursor = [], ""
-        for _ in range(100):
+        for dummy in range(100):
             path = "/provisioners" + ("?cursor=%s" % quote(cursor) if cursor else "")
-            _, body = self._request("GET", path, action="provisioners")
+            dummy, body = self._request("GET", path, action="provisioners")
             out.extend(body.get("provisioners") or [])
             cursor = body.get("nextCursor") or ""
             if not cursor:
@@ -310,7 +310,7 @@ class StepCAClient:
         if validity_seconds:
             body["notAfter"] = format_duration(validity_seconds)
         now = now or datetime.datetime.now(datetime.timezone.utc)
-        _, resp = self._request("POST", "/1.0/sign", body=body, action="sign")
+        dummy, resp = self._request("POST", "/1.0/sign", body=body, action="sign")
         chain = self._chain(resp, "sign")
         if validity_seconds:
             check_lifetime(chain[0], now, validity_seconds)
@@ -319,7 +319,7 @@ class StepCAClient:
     def renew(self, bearer_token, expected_seconds=None, now=None):
         """POST /1.0/renew with a Bearer token signed by the certificate's key → new chain, leaf first."""
         now = now or datetime.datetime.now(datetime.timezone.utc)
-        _, resp = self._request("POST", "/1.0/renew", body={}, headers={"Authorization": "Bearer " + bearer_token},
+        dummy, resp = self._request("POST", "/1.0/renew", body={}, headers={"Authorization": "Bearer " + bearer_token},
                                 action="renew")
         chain = self._chain(resp, "renew")
         if expected_seconds:
@@ -329,7 +329,7 @@ class StepCAClient:
     def revoke(self, serial, ott, reason_code=0, reason=""):
         body = {"serial": str(serial), "ott": ott, "reasonCode": int(reason_code), "reason": reason,
                 "passive": True}
-        _, resp = self._request("POST", "/1.0/revoke", body=body, action="revoke")
+        dummy, resp = self._request("POST", "/1.0/revoke", body=body, action="revoke")
         if resp.get("status") != "ok":
             raise SpireTpmError("step-ca did not confirm the revocation of serial %s (%r)" % (serial, resp),
                                 "see the CA's log")

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """DevID certificate life cycle shared by the devid_certificate module and the on-host renewal job.
 
 * What is on disk: the chain file (leaf first), whether it belongs to the CSR's key and name, when it is due.
@@ -154,7 +154,7 @@ class Provisioner:
                 if not encrypted:
                     raise SpireTpmError("the CA does not publish an encrypted key for provisioner %r" % self.name,
                                         "pass provisioner_encrypted_key, or mint tokens offline and pass 'token'")
-            self._key, _ = decrypt_provisioner_key(encrypted, self.password)
+            self._key, dummy = decrypt_provisioner_key(encrypted, self.password)
             self._kid = jwk_thumbprint(public_jwk(self._key))
             if listed is not None and listed.get("key", {}).get("kid") not in (None, self._kid):
                 raise SpireTpmError("the decrypted key of provisioner %r does not match its published key id" %

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Base64url helpers, JWK thumbprints and the step-ca provisioner key JWE (PBES2-HS256+A128KW / A256GCM).
 
 step-ca keeps a JWK provisioner's private key as a compact JWE encrypted with the provisioner password:

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """On-host DevID certificate renewal: renew through step-ca with the TPM-resident DevID key when due.
 
 Library use: ``renew_if_due(cert_path, signer_factory, client, renew_before)``. The new chain replaces the file
@@ -101,20 +101,25 @@ def main(argv=None):
 
         result = renew_if_due(args.cert, factory, client, args.renew_before, force=args.force)
     except SpireTpmError as e:
-        print("devid-renew: ERROR: %s" % e.message, file=sys.stderr)
-        sys.stdout.flush()
+        _say(sys.stderr, "devid-renew: ERROR: %s" % e.message)
         return 1
     except (IOError, OSError) as e:
-        print("devid-renew: ERROR: %s" % e, file=sys.stderr)
+        _say(sys.stderr, "devid-renew: ERROR: %s" % e)
         return 1
     if result["action"] == "renewed":
-        print("devid-renew: renewed %s: serial %s -> %s, valid until %s" % (
+        _say(sys.stdout, "devid-renew: renewed %s: serial %s -> %s, valid until %s" % (
             args.cert, result["previous_serial"], result["serial"], result["not_after"]))
     else:
-        print("devid-renew: %s not due (serial %s valid until %s, renewal from %s)" % (
+        _say(sys.stdout, "devid-renew: %s not due (serial %s valid until %s, renewal from %s)" % (
             args.cert, result["serial"], result["not_after"], result["renew_after"]))
     return 0
 
 
+def _say(stream, line):
+    """One log line for the journal/syslog (the job runs outside Ansible, so no module.log here)."""
+    stream.write(line + "\n")
+    stream.flush()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Tokens for step-ca.
 
 * One-time tokens (``ott``) for ``/1.0/sign`` and ``/1.0/revoke``, signed with the JWK provisioner's key (PyJWT when

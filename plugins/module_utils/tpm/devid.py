@@ -193,6 +193,7 @@ def parse_public_blob(blob, path="the public blob"):
     """Bytes of a SPIRE public blob → TPMT_PUBLIC. Explains the tpm2-tools (size-prefixed) format."""
     if not blob:
         raise SpireTpmError("%s is empty" % path, "recreate the DevID key with the devid_csr module")
+    err = None
     try:
         public, used = TPMT_PUBLIC.unmarshal(blob)
     except Exception as e:  # malformed structure: TSS2 marshalling error or ValueError
@@ -429,7 +430,7 @@ SUBJECT_ATTRIBUTES = (
     ("CN", "COMMON_NAME"),
     ("serialNumber", "SERIAL_NUMBER"),
 )
-SUBJECT_KEYS = tuple(k for k, _ in SUBJECT_ATTRIBUTES if k != "CN")
+SUBJECT_KEYS = tuple(k for k, dummy in SUBJECT_ATTRIBUTES if k != "CN")
 
 
 def build_subject(common_name, subject=None):
@@ -535,8 +536,8 @@ def _check_writable(path, what):
         raise SpireTpmError("the directory of %s (%s) does not exist" % (what, directory),
                             "create it first (e.g. with ansible.builtin.file state=directory) or choose another path")
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise SpireTpmError("%s cannot be written: no write permission on %s for uid %d" % (what, directory,
-                                                                                          os.getuid()),
+        raise SpireTpmError("%s cannot be written: no write permission on %s for uid %d"
+                            % (what, directory, os.getuid()),
                             "run the task with become, or choose a writable path")
     if os.path.isdir(path):
         raise SpireTpmError("%s %s is a directory" % (what, path), "give the path of a file")
