@@ -48,6 +48,7 @@ import time
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.files import ManagedFile, parse_mode
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.spire import ids
 
 try:
     import hcl  # pyhcl
@@ -141,7 +142,6 @@ MASK = "********"
 
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _HEX64_RE = re.compile(r"^[0-9a-fA-F]*$")
-_TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9._-]+$")
 _UESC_RE = re.compile(r"\\u([0-9a-fA-F]{4})")
 
 
@@ -408,8 +408,9 @@ def _check_bool(section, where, key):
 
 
 def _check_trust_domain(kind, td):
-    if not isinstance(td, str) or not _TRUST_DOMAIN_RE.match(td):
-        raise SpireTpmError("%s.trust_domain %r is not a SPIFFE trust domain name" % (kind, td),
+    problem = ids.trust_domain_problem(td) if isinstance(td, str) else "not a string"
+    if problem:
+        raise SpireTpmError("%s.trust_domain %r is not a SPIFFE trust domain name: %s" % (kind, td, problem),
                             "use lowercase letters, digits, '.', '-' and '_' only, without the spiffe:// scheme "
                             "(e.g. example.org)")
 
@@ -421,6 +422,15 @@ def _check_server_section(section):
     _require(section, "server", "bind_port", "set server.bind_port (SPIRE's default is 8081)")
     _check_port(section, "server", "bind_port")
     _require(section, "server", "data_dir", "set server.data_dir, e.g. /opt/spire/data/server")
+    admin_ids = section.get("admin_ids") or []
+    if not isinstance(admin_ids, list):
+        raise SpireTpmError("server.admin_ids is not a list", "give admin_ids as a list of SPIFFE IDs")
+    for value in admin_ids:
+        problem = ids.spiffe_id_problem(value)
+        if problem:
+            raise SpireTpmError("server.admin_ids has %r, which is not a SPIFFE ID: %s (SPIRE: \"could not parse "
+                                "admin ID\")" % (value, problem),
+                                "use the form spiffe://<trust domain>/<path>")
 
 
 def _check_agent_section(section, allow_insecure_bootstrap):

@@ -188,7 +188,7 @@ def test_parse_decodes_unicode_escapes_and_reports_syntax_errors():
 
 
 def test_input_is_not_modified():
-    cfg = server_config()
+    cfg = server_config("spiffe://example.org/ops")
     before = copy.deepcopy(cfg)
     C.validate("server", cfg)
     C.render("server", cfg)

@@ -170,6 +170,9 @@ def test_server_port_and_trust_domain_shape():
     cfg = server()
     cfg["server"]["trust_domain"] = "spiffe://Example.org"
     assert "not a SPIFFE trust domain" in fails("server", cfg).message
+    cfg = server()
+    cfg["server"]["admin_ids"] = ["spiffe://example.org/admin", "example.org/admin"]
+    assert "could not parse admin ID" in fails("server", cfg).message
 
 
 @pytest.mark.parametrize("key", ["trust_domain", "server_address", "server_port", "data_dir"])
