@@ -1131,26 +1131,30 @@ def run_agent(argv):
         log("error", "Agent crashed", error=str(e))
         return 1
     sock_path = sec.get("socket_path") or AGENT_SOCKET_DEFAULT
-    try:
-        lsock = listen_unix(sock_path)
-    except OSError as e:
-        log("error", "Agent crashed", error=str(e))
-        return 1
-    sidecar = sock_path + ".sim.json"
-    _write_json(sidecar, {"agent_id": cached["spiffe_id"], "data_dir": os.path.abspath(data_dir),
-                          "server_socket_path": reg["socket_path"], "trust_domain": sec["trust_domain"],
-                          "pid": os.getpid()})
     stopper = Stopper()
     health = None
     if cfg["health_checks"].get("listener_enabled"):
         try:
-            health = _health_server(cfg["health_checks"], stopper.event)
+            health = _health_server(cfg["health_checks"], None)
         except OSError as e:
             log("error", "Agent crashed", error="health check listener: %s" % e)
-            lsock.close()
-            for path in (sock_path, sidecar):
-                os.unlink(path)
             return 1
+    sidecar = sock_path + ".sim.json"
+    if os.path.exists(sock_path) and socket_listening(sock_path) is None:
+        log("error", "Agent crashed", error="listen unix %s: bind: address already in use" % sock_path)
+        return 1
+    _write_json(sidecar, {"agent_id": cached["spiffe_id"], "data_dir": os.path.abspath(data_dir),
+                          "server_socket_path": reg["socket_path"], "trust_domain": sec["trust_domain"],
+                          "pid": os.getpid()})
+    # The Workload API socket comes last: once it accepts connections, everything else is in place.
+    try:
+        lsock = listen_unix(sock_path)
+    except OSError as e:
+        if health is not None:
+            health.shutdown()
+        os.unlink(sidecar)
+        log("error", "Agent crashed", error=str(e))
+        return 1
     threading.Thread(target=_accept_forever, args=(lsock, stopper.event), daemon=True).start()
     log("info", "Starting Workload and SDS APIs", address=sock_path, network="unix", subsystem_name="endpoints")
     rc = 0
