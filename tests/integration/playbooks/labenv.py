@@ -224,9 +224,19 @@ def up(args):
         # The simulator does no TPM I/O (tpm_devid is checked on the files); it needs an existing device path.
         # Real SPIRE needs /dev/tpmrm0 or a unix socket served by swtpm.
         "spire_agent_tpm_device_path": "/dev/null",
+        # Lab hosts share /etc/passwd: a service user per lab (server and agents alike), so that no lab usermods
+        # a user whose processes another lab is running.
+        "spire_server_user": "sp-" + args.name[:28],
+        "spire_server_group": "sp-" + args.name[:28],
+        "spire_agent_user": "sp-" + args.name[:28],
+        "spire_agent_group": "sp-" + args.name[:28],
         # The simulator's server registry, per lab (the default /tmp/spire-sim-registry belongs to whoever made it).
         "spire_server_environment": {"SPIRE_SIM_REGISTRY": str(registry)},
         "spire_agent_environment": {"SPIRE_SIM_REGISTRY": str(registry)},
+        # The simulated agent replays the server's tpm_devid checks itself, reading the server's bundles: keep them
+        # on the shared filesystem (real SPIRE keeps them on the server only).
+        "spire_server_tpm_devid_devid_ca_path": str(state / "spire-shared" / "tpm_devid" / "devid-ca.pem"),
+        "spire_server_tpm_devid_endorsement_ca_path": str(state / "spire-shared" / "tpm_devid" / "endorsement-ca.pem"),
         # /var/log is shared by the lab hosts; /var/lib/spire is private to each.
         "spire_server_log_dir": "/var/lib/spire/log",
         "spire_agent_log_dir": "/var/lib/spire/log",
