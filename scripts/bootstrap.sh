@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SPIRE_TPM_VENV:-$ROOT/.build/venv}"
 APT_PKGS=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config openssl iproute2 openssh-server
-          golang-go golang-github-smallstep-certificates-dev chromium)
+          golang-go golang-github-smallstep-certificates-dev golang-github-hashicorp-hcl-dev chromium)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do
