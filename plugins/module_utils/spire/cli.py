@@ -43,7 +43,7 @@ _RPC_CODE_RE = re.compile(r"code = (\w+)")
 
 def subprocess_run_command(args, data=None, **_kwargs):
     """A ``run_command`` for use outside Ansible: returns (rc, stdout, stderr) like AnsibleModule.run_command."""
-    proc = subprocess.run(args, input=data, capture_output=True, text=True)
+    proc = subprocess.run(args, input=data, capture_output=True, text=True, check=False)
     return proc.returncode, proc.stdout, proc.stderr
 
 

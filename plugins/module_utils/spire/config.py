@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """SPIRE server/agent configuration as data → HCL, parsed back with pyhcl, checked against SPIRE's rules.
 
 The data model is SPIRE's own configuration structure, so operators can read the SPIRE documentation::
@@ -39,6 +39,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import difflib
+import math
 import os
 import re
 import shutil
@@ -174,7 +175,7 @@ def _scalar(value, where):
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if math.isnan(value) or math.isinf(value):
             raise SpireTpmError("%s is %r, which HCL cannot express" % (where, value), "use a finite number")
         return repr(value)
     if isinstance(value, str):
@@ -715,7 +716,7 @@ def run_validate(validate_bin, text, directory=None, timeout=120):
             f.write(text)
         try:
             proc = subprocess.run([validate_bin, "validate", "-config", tmp], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, timeout=timeout)
+                                  stderr=subprocess.STDOUT, timeout=timeout, check=False)
         except OSError as e:
             raise SpireTpmError("cannot run %s: %s" % (validate_bin, e.strerror or e),
                                 "point validate_bin at the installed spire-server/spire-agent binary, or unset it")
