@@ -31,8 +31,6 @@ Settings from the environment: SPIRE_TPM_LAB_NAME, SPIRE_TPM_LAB_SUBNET, SPIRE_T
 Python standard library only.
 """
 
-from __future__ import annotations
-
 import argparse
 import hashlib
 import ipaddress
@@ -40,7 +38,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -52,7 +49,6 @@ TPM_PORT = 2321
 # Directories every lab host gets privately (bind mounts inside the host's mount namespace).
 HOST_DIRS = ("/etc/spire", "/opt/spire", "/var/lib/spire", "/run/spire", "/etc/ansible/facts.d", "/var/lib/trustroot")
 DEFAULT_HOSTS = ("spire-server-1:server", "agent-1:agent", "agent-2:agent", "agent-3:agent:noek")
-EK_CERT_NV = {"rsa2048": "0x01c00002", "ecc_p384": "0x01c00016"}
 
 
 class LabError(Exception):
