@@ -29,7 +29,6 @@ import tempfile
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError
 
 DEFAULT_SERVER_BIN = "/opt/spire/bin/spire-server"
-DEFAULT_AGENT_BIN = "/opt/spire/bin/spire-agent"
 
 # gRPC status codes SPIRE returns in batch results.
 CODE_NAMES = {

@@ -43,7 +43,6 @@ FIELD_DEFAULTS = (
     ("entry_expiry", 0),
 )
 FIELDS = tuple(name for name, _ in FIELD_DEFAULTS)
-ENTRY_OPTIONS = ("spiffe_id", "parent_id", "node", "selectors", "state") + FIELDS
 INT32_MAX = 2 ** 31 - 1
 INT64_MAX = 2 ** 63 - 1
 
