@@ -176,7 +176,7 @@ def test_no_persistent_ek_uses_created_default(swtpm_factory, run_playbook, tmp_
 
 
 def test_errors(swtpm, run_playbook, tmp_path):
-    from conftest import free_port_pair
+    from support.swtpm import free_port_pair
     dead = free_port_pair()
     empty = tmp_path / "empty-ca"
     empty.mkdir()

@@ -86,7 +86,7 @@ def test_baseline_drift(swtpm, run_playbook, tmp_path):
 
 
 def test_errors(swtpm, run_playbook, tmp_path):
-    from conftest import free_port_pair
+    from support.swtpm import free_port_pair
     dead = free_port_pair()
     tasks = [
         {"name": "badpcr", "trustroot.spire_tpm.tpm_pcr_facts": {"tcti": swtpm.tcti, "pcrs": [3, 24]},
