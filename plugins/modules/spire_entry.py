@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -25,7 +25,7 @@ description:
   - Every declared entry is validated before the first call (SPIFFE ID syntax, same trust domain for parent and
     child unless federated, selector shape, non-negative TTLs, DNS names); an invalid declaration changes nothing.
 author:
-  - trustroot.spire_tpm contributors
+  - trustroot.spire_tpm contributors (@trustroot)
 extends_documentation_fragment:
   - trustroot.spire_tpm.spire_cli
 options:

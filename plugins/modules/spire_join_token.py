@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -21,7 +21,7 @@ description:
   - The token is a secret until it is used; it is returned only under RV(token), never in a message. Set
     C(no_log=true) on the task so that Ansible does not print or log the result, and pass the registered value on.
 author:
-  - trustroot.spire_tpm contributors
+  - trustroot.spire_tpm contributors (@trustroot)
 extends_documentation_fragment:
   - trustroot.spire_tpm.spire_cli
 options:

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Running ``spire-server`` (and ``spire-agent``) in JSON mode, reading every result's status.
 
 Facts honoured (see the collection's SPIRE notes):

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Registration entries as data: desired vs actual → plan → chunked batches.
 
 * ``normalize_desired`` / ``normalize_current`` turn the module's options and ``entry show`` JSON into one

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """SPIFFE ID and selector rules, in one place.
 
 * SPIFFE IDs follow the SPIFFE ID specification (SPIFFE-ID.md): scheme ``spiffe``, a trust domain of lowercase
