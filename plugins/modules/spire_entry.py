@@ -14,7 +14,7 @@ short_description: Declare SPIRE registration entries, one or thousands at a tim
 version_added: "0.1.0"
 description:
   - Makes the SPIRE server's registration entries match a declaration, on the SPIRE server host.
-  - Reads the current entries with one C(spire-server entry show -output json), compares them in memory (O(N)),
+  - Reads the current entries with one C(spire-server entry show -output json), compares them in memory in linear time,
     and applies the difference with batched C(entry create), C(entry update) and C(entry delete) calls, each well
     below the gRPC message limit (at most 500 entries and 1 MiB of JSON per call).
   - An entry is identified by its SPIFFE ID, parent ID and set of selectors (what SPIRE calls a similar entry).

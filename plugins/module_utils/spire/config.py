@@ -52,11 +52,11 @@ from ansible_collections.trustroot.spire_tpm.plugins.module_utils.files import M
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.spire import ids
 
 try:
-    import hcl  # pyhcl
+    from hcl.parser import HclParser  # pyhcl
     HAS_PYHCL = True
     PYHCL_IMPORT_ERROR = None
 except ImportError as _exc:  # pragma: no cover - exercised by ansible-test's import sanity test
-    hcl = None
+    HclParser = None
     HAS_PYHCL = False
     PYHCL_IMPORT_ERROR = _exc
 
@@ -298,7 +298,6 @@ _PARSER = []
 def _pyhcl_parser():
     """One pyhcl parser per process: building its ply tables costs ~150 ms, a parse ~5 ms."""
     if not _PARSER:
-        from hcl.parser import HclParser
         _PARSER.append(HclParser())
     return _PARSER[0]
 

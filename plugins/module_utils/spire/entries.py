@@ -42,7 +42,7 @@ FIELD_DEFAULTS = (
     ("store_svid", False),
     ("entry_expiry", 0),
 )
-FIELDS = tuple(name for name, _ in FIELD_DEFAULTS)
+FIELDS = tuple(name for name, dummy in FIELD_DEFAULTS)
 INT32_MAX = 2 ** 31 - 1
 INT64_MAX = 2 ** 63 - 1
 

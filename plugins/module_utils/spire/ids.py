@@ -172,7 +172,7 @@ def tpm_agent_id(trust_domain, pubhash):
 
 def is_agent_id(value):
     try:
-        _, path = split_spiffe_id(value)
+        dummy, path = split_spiffe_id(value)
     except SpireTpmError:
         return False
     return path.startswith("/spire/agent/")
@@ -202,7 +202,7 @@ def parse_selector(value):
     if problem:
         raise SpireTpmError("invalid selector: %s" % problem,
                             "write selectors as type:value, e.g. unix:uid:1000 or tpm_devid:subject:cn:host1")
-    stype, _, svalue = value.partition(":")
+    stype, dummy, svalue = value.partition(":")
     return {"type": stype, "value": svalue}
 
 

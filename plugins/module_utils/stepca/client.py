@@ -238,7 +238,7 @@ class StepCAClient:
             insecure.verify_mode = ssl.CERT_NONE
             try:
                 dummy, body = self._request("GET", "/root/%s" % quote(self.fingerprint), context=insecure,
-                                        action="root")
+                                            action="root")
             except SpireTpmError as e:
                 if e.details.get("http_status") == 404:
                     raise SpireTpmError(
@@ -319,8 +319,8 @@ class StepCAClient:
     def renew(self, bearer_token, expected_seconds=None, now=None):
         """POST /1.0/renew with a Bearer token signed by the certificate's key → new chain, leaf first."""
         now = now or datetime.datetime.now(datetime.timezone.utc)
-        dummy, resp = self._request("POST", "/1.0/renew", body={}, headers={"Authorization": "Bearer " + bearer_token},
-                                action="renew")
+        dummy, resp = self._request("POST", "/1.0/renew", body={},
+                                    headers={"Authorization": "Bearer " + bearer_token}, action="renew")
         chain = self._chain(resp, "renew")
         if expected_seconds:
             check_lifetime(chain[0], now, expected_seconds)
