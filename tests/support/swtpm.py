@@ -13,6 +13,15 @@ import time
 from pathlib import Path
 
 
+def _alive(pid):
+    """True while ``pid`` runs. A zombie counts as dead: PID 1 here may reap daemons late."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def free_port_pair():
     """Two consecutive free TCP ports on loopback (swtpm uses P for commands and P+1 for control)."""
     for _ in range(200):
@@ -110,9 +119,7 @@ class SwTPM:
         except ProcessLookupError:
             return
         for _ in range(100):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if not _alive(pid):
                 return
             time.sleep(0.02)
 
