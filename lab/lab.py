@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A local lab of TPM-backed hosts on one Linux machine, without VMs or containers (run as root).
 
 Each lab host is a network namespace with a veth pair into a bridge on a private /24 that the lab creates. Inside it:
