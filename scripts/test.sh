@@ -20,8 +20,9 @@ run_pytest() {
 
 run_molecule() {
   if [ ! -d molecule ] || [ -z "$(ls -A molecule 2>/dev/null)" ]; then echo "molecule: no scenarios yet"; return 0; fi
-  for scenario in molecule/*/; do
-    s="$(basename "$scenario")"
+  # MOLECULE_SCENARIOS="a b" restricts the run (default: every scenario under molecule/).
+  local scenarios="${MOLECULE_SCENARIOS:-$(cd molecule && ls -d */ | tr -d /)}"
+  for s in $scenarios; do
     echo "== molecule test -s $s"
     molecule test -s "$s"
   done
