@@ -22,9 +22,10 @@ run_molecule() {
   if [ ! -d molecule ] || [ -z "$(ls -A molecule 2>/dev/null)" ]; then echo "molecule: no scenarios yet"; return 0; fi
   # MOLECULE_SCENARIOS="a b" restricts the run (default: every scenario under molecule/).
   local scenarios="${MOLECULE_SCENARIOS:-$(cd molecule && ls -d */ | tr -d /)}"
-  for s in $scenarios; do
-    echo "== molecule test -s $s"
-    molecule test -s "$s"
+  local scenario
+  for scenario in $scenarios; do
+    echo "== molecule test -s $scenario"
+    molecule test -s "$scenario"
   done
 }
 
@@ -44,11 +45,11 @@ run_lint() {
   ansible-lint --profile production --offline -q
 }
 
-for s in "${stages[@]}"; do
+for stage in "${stages[@]}"; do
   start=$SECONDS
-  echo "=== stage: $s"
-  "run_$s"
-  took[$s]=$((SECONDS - start))
+  echo "=== stage: $stage"
+  "run_$stage"
+  took[$stage]=$((SECONDS - start))
 done
 echo "=== all stages passed in $((SECONDS - t0)) s:"
-for s in "${stages[@]}"; do echo "    $s: ${took[$s]} s"; done
+for stage in "${stages[@]}"; do echo "    $stage: ${took[$stage]} s"; done
