@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The lab environment the playbook tests and molecule scenarios run on (test harness, never shipped).
 
 On top of ``lab/lab.py`` (netns hosts with sshd and swtpm) it adds what the playbooks need from the outside:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: trustroot.spire_tpm contributors
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Pack the SPIRE simulator into an archive shaped like a SPIRE release (test double only, never shipped).
 
 A real release ``spire-<ver>-linux-<arch>-musl.tar.gz`` unpacks to ``spire-<ver>/bin/spire-server`` and
