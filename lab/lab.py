@@ -10,8 +10,10 @@ Each lab host is a network namespace with a veth pair into a bridge on a private
   /etc/spire, /opt/spire, /var/lib/spire, /run/spire, /etc/ansible/facts.d and /var/lib/trustroot (per-host
   directories under the lab's state dir): roles run with their real default paths on every host;
 * a swtpm manufactured with EK certificates (RSA-2048 at NV 0x01c00002, ECC P-384 at 0x01c00016) issued by ONE
-  shared local "manufacturer" CA (swtpm_localca, root + intermediate), served on 127.0.0.1:2321 inside the host's
-  network namespace, so the TCTI is ``swtpm:port=2321`` on every host.
+  shared local "manufacturer" CA (swtpm_localca, root + intermediate), served on the unix socket
+  /run/swtpm/tpm.sock inside the host (group tss, mode 0660, like /dev/tpmrm0): the real SPIRE agent takes it as
+  ``tpm_device_path``, the modules and tpm2-tools reach it with the TCTI ``cmd:socat - UNIX-CONNECT:/run/swtpm/tpm.sock``.
+  Manufacturing and serving are lab/swtpm.py's (shared with the tests).
 
 Default hosts: spire-server-1 (group spire_servers) and agent-1..3 (spire_agents); agent-3 is manufactured WITHOUT
 an EK certificate (the real-world "no EK cert" failure path). ``--host NAME:notpm`` adds a host without any TPM.
@@ -32,6 +34,7 @@ Python standard library only.
 """
 
 import argparse
+import grp
 import hashlib
 import ipaddress
 import json
@@ -44,10 +47,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import swtpm  # noqa: E402  (lab/swtpm.py: the one place that manufactures and serves software TPMs)
+
 ROOT = Path(__file__).resolve().parent.parent
-TPM_PORT = 2321
+# Where each host sees its TPM (a unix socket served by its own swtpm), and the TCTI that reaches it.
+TPM_SOCKET = "/run/swtpm/tpm.sock"
+TPM_TCTI = swtpm.tcti(TPM_SOCKET)
+TPM_GROUP = "tss"
 # Directories every lab host gets privately (bind mounts inside the host's mount namespace).
-HOST_DIRS = ("/etc/spire", "/opt/spire", "/var/lib/spire", "/run/spire", "/etc/ansible/facts.d", "/var/lib/trustroot")
+HOST_DIRS = ("/etc/spire", "/opt/spire", "/var/lib/spire", "/run/spire", "/etc/ansible/facts.d", "/var/lib/trustroot",
+             "/run/swtpm")
 DEFAULT_HOSTS = ("spire-server-1:server", "agent-1:agent", "agent-2:agent", "agent-3:agent:noek")
 
 
@@ -110,6 +120,11 @@ class Host:
     @property
     def swtpm_pidfile(self):
         return self.path("swtpm.pid")
+
+    @property
+    def tpm_socket(self):
+        """The machine-side path of the socket the host sees as TPM_SOCKET."""
+        return self.root_dir(TPM_SOCKET)
 
     @property
     def sshd_pidfile(self):
@@ -363,19 +378,11 @@ def ensure_keys(lab):
 
 
 def ensure_manufacturer(lab):
-    """The shared local "manufacturer" CA config (swtpm_localca creates its root + intermediate on first use)."""
-    lab.ca_dir.mkdir(parents=True, exist_ok=True)
-    conf = lab.ca_dir / "localca.conf"
-    conf.write_text("statedir = {d}\nsigningkey = {d}/signkey.pem\nissuercert = {d}/issuercert.pem\n"
-                    "certserial = {d}/certserial\n".format(d=lab.ca_dir))
-    setup = lab.state / "swtpm_setup.conf"
-    setup.write_text("create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = %s\n"
-                     "create_certs_tool_options = /etc/swtpm-localca.options\nactive_pcr_banks = sha256,sha1\n"
-                     % conf)
-    return setup
+    """The shared local "manufacturer" CA (swtpm_localca creates its root + intermediate on first use)."""
+    return swtpm.Manufacturer(lab.ca_dir)
 
 
-def manufacture(h, setup_conf):
+def manufacture(h, manufacturer):
     """Manufacture the host's TPM once (its EKs stay the same across down/up until --purge)."""
     if not h.has_tpm:
         return False
@@ -384,27 +391,32 @@ def manufacture(h, setup_conf):
         return False
     if h.tpm_state.exists():
         shutil.rmtree(h.tpm_state)
-    h.tpm_state.mkdir(parents=True)
-    cmd = ["swtpm_setup", "--tpm2", "--tpmstate", h.tpm_state, "--config", setup_conf, "--overwrite", "--createek"]
-    if h.ek_certs:
-        cmd += ["--create-ek-cert", "--create-platform-cert"]
-    run(cmd)
+    try:
+        swtpm.manufacture(h.tpm_state, manufacturer, ek_certs=h.ek_certs)
+    except swtpm.SwtpmError as e:
+        raise LabError("TPM of %s: %s" % (h.name, e))
     marker.write_text("ek_certs=%s\n" % h.ek_certs)
     return True
+
+
+def tpm_gid():
+    try:
+        return grp.getgrnam(TPM_GROUP).gr_gid
+    except KeyError:
+        return None  # no tss group: the socket stays root's (0660 root:root)
 
 
 def ensure_swtpm(h):
     if not h.has_tpm:
         return
-    if ensure_stopped_if_stray(read_pid(h.swtpm_pidfile), "swtpm", h.netns):
+    if ensure_stopped_if_stray(read_pid(h.swtpm_pidfile), "swtpm", h.netns) and swtpm.accepts(h.tpm_socket):
         return
-    run(["swtpm", "socket", "--tpm2", "--tpmstate", "dir=%s" % h.tpm_state,
-         "--server", "type=tcp,port=%d,bindaddr=127.0.0.1" % TPM_PORT,
-         "--ctrl", "type=tcp,port=%d,bindaddr=127.0.0.1" % (TPM_PORT + 1),
-         "--flags", "not-need-init,startup-clear", "--daemon", "--pid", "file=%s" % h.swtpm_pidfile,
-         "--log", "file=%s" % h.path("swtpm.log")], netns=h.netns)
-    if not wait_tcp(h.netns, "127.0.0.1", TPM_PORT):
-        raise LabError("swtpm of %s did not start (see %s)" % (h.name, h.path("swtpm.log")))
+    swtpm.stop(h.swtpm_pidfile)
+    try:
+        swtpm.start(h.tpm_state, h.tpm_socket, h.swtpm_pidfile, logfile=h.path("swtpm.log"), netns=h.netns,
+                    gid=tpm_gid())
+    except swtpm.SwtpmError as e:
+        raise LabError("swtpm of %s: %s" % (h.name, e))
 
 
 def write_host_files(lab, h):
@@ -470,7 +482,10 @@ def write_inventory(lab):
         "ansible_python_interpreter": lab.python,
         "ansible_ssh_common_args": "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes" % lab.known_hosts,
         "ansible_ssh_pipelining": True,
-        "tpm_tcti": "swtpm:port=%d" % TPM_PORT,
+        "tpm_tcti": TPM_TCTI,
+        # The same TPM for SPIRE's agent (tpm_device_path) and the group that may open it (like /dev/tpmrm0).
+        "lab_tpm_socket": TPM_SOCKET,
+        "lab_tpm_group": TPM_GROUP,
         "tpm_host_install_packages": False,
         "lab_name": lab.name,
         "lab_state_dir": lab.state,
@@ -595,7 +610,7 @@ def exec_in_host(lab, name, cmd):
     pid = read_pid(h.sshd_pidfile)
     if not (pid_alive(pid, "sshd") and pid_in_netns(pid, h.netns)):
         raise LabError("host %s is not up: run 'lab.py up --name %s'" % (name, lab.name))
-    env = dict(os.environ, TPM2TOOLS_TCTI="swtpm:port=%d" % TPM_PORT, TSS2_LOG="all+NONE")
+    env = dict(os.environ, TPM2TOOLS_TCTI=TPM_TCTI, TSS2_LOG="all+NONE")
     return subprocess.call(["nsenter", "-t", str(pid), "-n", "-m", "-u"] + list(cmd or ["sh"]), env=env)
 
 

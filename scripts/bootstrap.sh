@@ -5,7 +5,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SPIRE_TPM_VENV:-$ROOT/.build/venv}"
-APT_PKGS=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config openssl iproute2 openssh-server
+APT_PKGS=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config openssl iproute2 openssh-server socat gcc
           golang-go golang-github-smallstep-certificates-dev golang-github-hashicorp-hcl-dev chromium)
 
 missing=()

@@ -5,6 +5,9 @@
   "manufacturer" CA (swtpm_localca), or without any, and serves each on a free TCP port. Torn down after the test.
 * ``swtpm`` is one such TPM with RSA + ECC EK certificates, shared per test module.
 * ``tpm2_tool`` runs tpm2-tools against a TPM: the independent oracle for our TPM code.
+* ``spire_version`` is the SPIRE version the suite runs on ($SPIRE_TPM_SPIRE_VERSION, default the pinned
+  default of lab/spire_build.py); ``spire_server_factory`` / ``spire_agent_factory`` start REAL spire-server /
+  spire-agent processes (tests/support/spire.py) and stop them after the test.
 * ``run_playbook`` runs a playbook through ``ansible-playbook`` with the collection on the path and returns the
   parsed JSON callback output, so integration tests exercise modules exactly as users do.
 """
@@ -38,7 +41,8 @@ _ensure_collection_link()
 # conftest.py files exist and the name is ambiguous under pytest-xdist).
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
-from support.swtpm import SwTPM, free_port_pair  # noqa: E402,F401  (re-exported for fixtures)
+from support.swtpm import SwTPM  # noqa: E402
+from support import spire as spire_support  # noqa: E402
 # Unit tests import module_utils through the collection's package path, as Ansible does.
 if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
@@ -65,6 +69,47 @@ def swtpm(tmp_path_factory):
     tpm = SwTPM(tmp_path_factory.mktemp("swtpm"), ek_certs=True)
     yield tpm
     tpm.stop()
+
+
+@pytest.fixture(scope="session")
+def spire_version():
+    """The SPIRE version under test (built from the Go module proxy on first use, then cached)."""
+    return os.environ.get("SPIRE_TPM_SPIRE_VERSION", spire_support.DEFAULT_VERSION)
+
+
+@pytest.fixture
+def spire_server_factory(tmp_path_factory, spire_version):
+    """Start real spire-server processes: ``make(version=None, **SpireServer kwargs)`` → a started server."""
+    made = []
+
+    def make(version=None, start=True, **kwargs):
+        srv = spire_support.SpireServer(tmp_path_factory.mktemp("spire-server"), version=version or spire_version,
+                                        **kwargs)
+        made.append(srv)
+        if start:
+            srv.start()
+        return srv
+
+    yield make
+    for srv in made:
+        srv.cleanup()
+
+
+@pytest.fixture
+def spire_agent_factory(tmp_path_factory):
+    """Start real spire-agent processes: ``make(server, node_attestor, start=True, **kwargs)``."""
+    made = []
+
+    def make(server, node_attestor, start=True, **kwargs):
+        agent = spire_support.SpireAgent(tmp_path_factory.mktemp("spire-agent"), server, node_attestor, **kwargs)
+        made.append(agent)
+        if start:
+            agent.start()
+        return agent
+
+    yield make
+    for agent in made:
+        agent.cleanup()
 
 
 def _json_callback_results(stdout):

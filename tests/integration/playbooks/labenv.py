@@ -9,6 +9,9 @@ On top of ``lab/lab.py`` (netns hosts with sshd and swtpm) it adds what the play
 * a local DevID CA on the controller (key encrypted with a password) for devid_provision's ``local`` backend;
 * optionally the REAL step-ca (tests/support/stepca.py), listening on the lab bridge's gateway address so that the
   lab hosts reach it from their namespaces (``--stepca``);
+* the REAL SPIRE (spire-server + spire-agent built from the Go module proxy by lab/spire_build.py), packed as a
+  release archive that the roles install through their air-gapped path (``spire_archive_src`` + checksum);
+  ``--spire-version`` picks one of the pinned versions (default: $SPIRE_TPM_SPIRE_VERSION, else the suite's);
 * ``<state>/labenv.json``: the variables pointing the roles at all of that, and ``<state>/inventory.json``: the
   lab's inventory with those variables merged in (what the scenarios' dynamic inventory scripts print), and the
   same as a static ``<state>/labenv-inventory.yml``.
@@ -16,6 +19,7 @@ On top of ``lab/lab.py`` (netns hosts with sshd and swtpm) it adds what the play
 Usage::
 
     labenv.py up --name NAME --subnet 10.x.y.0/24 [--stepca] [--backend local|step_ca] [--host SPEC ...]
+              [--spire-version 1.13.3]
     labenv.py inventory --name NAME          # JSON for an Ansible dynamic inventory (empty when not up)
     labenv.py down --name NAME               # stops step-ca, lab.py down --purge
 """
@@ -35,7 +39,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 LAB = ROOT / "lab" / "lab.py"
 STATE_ROOT = Path(os.environ.get("SPIRE_TPM_LAB_DIR", str(ROOT / ".build" / "lab")))
-SIM_BIN = ROOT / "tests" / "simulators" / "bin"
+sys.path.insert(0, str(ROOT / "tests"))
+from support.labload import load  # noqa: E402
+
+spire_build = load("spire_build")
 
 
 def state_dir(name):
@@ -192,51 +199,32 @@ def up(args):
         # Lab hosts share the machine's /etc and /opt: keep the renewal job inside their private directories.
         "devid_provision_renewal_cron_dir": "/var/lib/trustroot/cron.d",
         "devid_provision_renewal_lib_dir": "/var/lib/trustroot/lib",
-        "labenv_sim_bin": str(SIM_BIN),
-        # One workload entry per agent host for site.yml (parented to the host's node alias).
+        # Workload entries of every agent host for site.yml (parented to the host's node alias): the web workload
+        # runs as uid 1000 on each host; uid 1001 is registered nowhere (it must get nothing).
         "spire_workloads": [{"path": "workload/{{ inventory_hostname }}/web", "selectors": ["unix:uid:1000"],
                              "x509_svid_ttl": 3600}],
+        "labenv_workload_uid": 1000,
+        "labenv_unregistered_uid": 1001,
     }
-    # SPIRE = the simulator, packed like a release archive so that the roles install it as they install SPIRE.
-    rel = subprocess.run([sys.executable, str(ROOT / "tests" / "simulators" / "release" / "make_release.py"),
-                          "--version", "1.15.3", "--out", str(state / "release"), "--python", sys.executable],
-                         capture_output=True, text=True)
-    if rel.returncode != 0:
-        raise SystemExit("make_release.py failed: %s%s" % (rel.stdout, rel.stderr))
-    release = json.loads(rel.stdout.strip().splitlines()[-1])
-    # The simulated agents find their server through a registry keyed by server port (shared /tmp) and its API
-    # socket: one port per lab, and the server socket on the shared filesystem (lab hosts have private /run/spire).
-    port = 18000 + int(args.subnet.split(".")[2]) % 1000
-    registry = state / "sim-registry"
-    registry.mkdir(exist_ok=True)
-    os.chmod(registry, 0o1777)
-    # The service users must traverse the state dir to reach the shared server socket and the registry.
-    for d in (state, state.parent):
-        os.chmod(d, os.stat(d).st_mode | 0o011)
+    # Real SPIRE, built from the Go module proxy, installed by the roles like a release archive (air-gapped path).
+    try:
+        release = spire_build.ensure(args.spire_version)
+    except spire_build.BuildError as e:
+        raise SystemExit("building SPIRE %s failed: %s" % (args.spire_version, e))
     v.update({
-        "spire_version": "1.15.3",
+        "spire_version": release["version"],
         "spire_archive_src": release["archive"],
         "spire_archive_checksum": release["checksum"],
-        "spire_server_bind_port": port,
-        "spire_agent_server_port": port,
-        "spire_server_socket_path": str(state / "spire-api" / "api.sock"),
-        "spire_agent_server_socket_path": str(state / "spire-api" / "api.sock"),
-        # The simulator does no TPM I/O (tpm_devid is checked on the files); it needs an existing device path.
-        # Real SPIRE needs /dev/tpmrm0 or a unix socket served by swtpm.
-        "spire_agent_tpm_device_path": "/dev/null",
+        # Each host's swtpm serves a unix socket (root:tss 0660, like /dev/tpmrm0): SPIRE's agent opens it as its
+        # TPM device, so the agent's user joins the tss group as it would for /dev/tpmrm0.
+        "spire_agent_tpm_device_path": "{{ lab_tpm_socket }}",
+        "spire_agent_extra_groups": ["{{ lab_tpm_group }}"],
         # Lab hosts share /etc/passwd: a service user per lab (server and agents alike), so that no lab usermods
         # a user whose processes another lab is running.
         "spire_server_user": "sp-" + args.name[:28],
         "spire_server_group": "sp-" + args.name[:28],
         "spire_agent_user": "sp-" + args.name[:28],
         "spire_agent_group": "sp-" + args.name[:28],
-        # The simulator's server registry, per lab (the default /tmp/spire-sim-registry belongs to whoever made it).
-        "spire_server_environment": {"SPIRE_SIM_REGISTRY": str(registry)},
-        "spire_agent_environment": {"SPIRE_SIM_REGISTRY": str(registry)},
-        # The simulated agent replays the server's tpm_devid checks itself, reading the server's bundles: keep them
-        # on the shared filesystem (real SPIRE keeps them on the server only).
-        "spire_server_tpm_devid_devid_ca_path": str(state / "spire-shared" / "tpm_devid" / "devid-ca.pem"),
-        "spire_server_tpm_devid_endorsement_ca_path": str(state / "spire-shared" / "tpm_devid" / "endorsement-ca.pem"),
         # /var/log is shared by the lab hosts; /var/lib/spire is private to each.
         "spire_server_log_dir": "/var/lib/spire/log",
         "spire_agent_log_dir": "/var/lib/spire/log",
@@ -277,6 +265,8 @@ def main(argv=None):
     p.add_argument("--backend", choices=["local", "step_ca"], default="local")
     p.add_argument("--list", action="store_true", help="(dynamic inventory protocol)")
     p.add_argument("--host", action="append", help="host spec passed to lab.py up (repeatable)")
+    p.add_argument("--spire-version", default=os.environ.get("SPIRE_TPM_SPIRE_VERSION", spire_build.DEFAULT_VERSION),
+                   help="SPIRE version to build and install (pinned ones: %s)" % ", ".join(spire_build.pinned_versions()))
     args = p.parse_args(argv)
     {"up": up, "down": down, "inventory": inventory}[args.command](args)
 
