@@ -182,7 +182,7 @@ def ensure(version=DEFAULT_VERSION, quiet=False):
         tmp_bin = out / "bin.tmp"
         shutil.rmtree(tmp_bin, ignore_errors=True)
         tmp_bin.mkdir()
-        cold = not (CACHE / "go" / "cache").exists()
+        go_cache_existed = (CACHE / "go" / "cache").exists()
         if not quiet:
             log("building SPIRE v%s with %s (GOTOOLCHAIN=%s)..." % (version, gover, env["GOTOOLCHAIN"]))
         t0 = time.monotonic()
@@ -207,12 +207,11 @@ def ensure(version=DEFAULT_VERSION, quiet=False):
         digest = pack(version, bin_dir, archive, build_info)
         info = {"version": version, "bin_dir": str(bin_dir), "archive": str(archive), "sha256": digest,
                 "checksum": "sha256:" + digest, "build_seconds": round(seconds, 1),
-                "pack_seconds": round(time.monotonic() - t1, 1), "go": gover, "cold_go_cache": cold,
+                "pack_seconds": round(time.monotonic() - t1, 1), "go": gover, "go_cache_existed": go_cache_existed,
                 "reused": False}
         info_file.write_text(json.dumps(info, indent=2) + "\n")
         if not quiet:
-            log("v%s built in %.1f s (%s Go build cache), packed in %.1f s: %s" % (
-                version, seconds, "cold" if cold else "warm", info["pack_seconds"], archive))
+            log("v%s built in %.1f s, packed in %.1f s: %s" % (version, seconds, info["pack_seconds"], archive))
         return info
 
 

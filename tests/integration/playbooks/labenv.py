@@ -217,6 +217,8 @@ def up(args):
         "spire_archive_checksum": release["checksum"],
         # Each host's swtpm serves a unix socket (root:tss 0660, like /dev/tpmrm0): SPIRE's agent opens it as its
         # TPM device, so the agent's user joins the tss group as it would for /dev/tpmrm0.
+        # The server's API socket (the roles' default, private to the server host; scenarios address it by name).
+        "spire_server_socket_path": "/run/spire/server/private/api.sock",
         "spire_agent_tpm_device_path": "{{ lab_tpm_socket }}",
         "spire_agent_extra_groups": ["{{ lab_tpm_group }}"],
         # Lab hosts share /etc/passwd: a service user per lab (server and agents alike), so that no lab usermods
