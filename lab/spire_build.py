@@ -86,6 +86,28 @@ def toolchain(moddir):
     return m.group(1) if m else "local"
 
 
+def _version_tuple(text):
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+
+def go_binary(moddir):
+    """The first Go toolchain new enough for the module's 'go' line: $SPIRE_TPM_GO, the machine's /usr/local/go,
+    then whatever 'go' is on PATH (Debian's golang-go 1.19, installed for step-ca, is too old for SPIRE)."""
+    m = re.search(r"^go\s+(\S+)", (moddir / "go.mod").read_text(), re.M)
+    need = _version_tuple(m.group(1)) if m else (0,)
+    seen = []
+    for cand in (os.environ.get("SPIRE_TPM_GO"), "/usr/local/go/bin/go", shutil.which("go")):
+        if not cand or not os.path.exists(cand) or cand in seen:
+            continue
+        seen.append(cand)
+        out = subprocess.run([cand, "env", "GOVERSION"], capture_output=True, text=True,
+                             env=dict(os.environ, GOTOOLCHAIN="local"))
+        if out.returncode == 0 and _version_tuple(out.stdout) >= need:
+            return cand
+    raise BuildError("no Go toolchain >= %s found (tried %s); the polyglot machines have Go 1.26 in /usr/local/go"
+                     % (".".join(map(str, need)), ", ".join(seen) or "none"))
+
+
 def go_env(moddir):
     env = dict(os.environ)
     env.update({
@@ -99,8 +121,8 @@ def go_env(moddir):
     return env
 
 
-def go_version(env):
-    out = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, env=env)
+def go_version(go, env):
+    out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise BuildError("the Go toolchain does not run: %s" % out.stderr.strip())
     return out.stdout.strip()
@@ -158,12 +180,11 @@ def pack(version, bin_dir, dest, build_info):
 def ensure(version=DEFAULT_VERSION, quiet=False):
     """Build (or reuse) SPIRE ``version``; return a dict with bin_dir, archive, sha256, checksum, seconds."""
     moddir = module_dir(version)
-    if not shutil.which("go"):
-        raise BuildError("Go is not installed (the machine's Go 1.26 is expected on PATH)")
+    go = go_binary(moddir)
     if not shutil.which("gcc"):
         raise BuildError("gcc is missing: SPIRE's sqlite datastore needs cgo (apt-get install gcc)")
     env = go_env(moddir)
-    gover = go_version(env)
+    gover = go_version(go, env)
     key = cache_key(moddir, version, gover)
     out = CACHE / "spire" / version / key
     info_file = out / "build.json"
@@ -186,7 +207,7 @@ def ensure(version=DEFAULT_VERSION, quiet=False):
         if not quiet:
             log("building SPIRE v%s with %s (GOTOOLCHAIN=%s)..." % (version, gover, env["GOTOOLCHAIN"]))
         t0 = time.monotonic()
-        res = subprocess.run(["go", "build", "-trimpath", "-ldflags", ldflags(version), "-o", str(tmp_bin) + "/"]
+        res = subprocess.run([go, "build", "-trimpath", "-ldflags", ldflags(version), "-o", str(tmp_bin) + "/"]
                              + [PKG + p for p in PROGRAMS], cwd=str(moddir), env=env, capture_output=True, text=True)
         seconds = time.monotonic() - t0
         if res.returncode != 0:
