@@ -17,12 +17,24 @@ description:
     C(health_checks), C(telemetry)) and writes it as HCL, the format C(spire-server run) and C(spire-agent run)
     read. Keys and plugin names are SPIRE's, so the SPIRE configuration reference applies unchanged.
   - Before writing, checks the rules SPIRE applies when it loads the file and fails with the cause and the fix
-    instead of leaving a daemon that will not start. Among them, plugin names known to SPIRE per type (an unknown
-    name without C(plugin_cmd), such as C(NodeAttestor "tpm"), fails in SPIRE with
-    C(no built-in plugin "tpm" for type "NodeAttestor")), C(plugin_checksum) of exactly 64 hex digits,
-    C(plugin_data) or C(plugin_data_file) but not both, exactly one NodeAttestor on an agent and at least one on a
-    server, no external C(join_token), the required server and agent settings, a trust bundle source for the
-    agent, and the required C(tpm_devid) settings.
+    instead of leaving a daemon that will not start. The rules were read from SPIRE 1.13.3 and 1.15.3 and are
+    tested against the real binaries (each accepted configuration starts the daemon, each refused one does not).
+    Among them, plugin names known to SPIRE per type (an unknown name without C(plugin_cmd), such as
+    C(NodeAttestor "tpm"), fails in SPIRE with C(no built-in plugin "tpm" for type "NodeAttestor")),
+    C(plugin_checksum) of exactly 64 hex digits, C(plugin_data) or C(plugin_data_file) but not both, exactly one
+    NodeAttestor on an agent, no external C(join_token), the section keys of the SPIRE version and the types SPIRE
+    can decode (C(bind_port) may be C(8081) or C("8081"), as in SPIRE; a boolean must be unquoted), durations,
+    log levels, key types, the trust bundle rules of the agent and the required C(sql), C(disk) and C(tpm_devid)
+    settings.
+  - The SPIRE version is read from O(validate_bin) (C(--version)) when it exists; its plugin names and keys are
+    then checked exactly. Without it, what any known version (1.13, 1.15) accepts is accepted.
+  - Refused although SPIRE accepts it (collection policy, each with an override) are C(insecure_bootstrap)
+    (O(allow_insecure_bootstrap)) and unknown keys in a plugin block, which SPIRE silently ignores
+    (O(allow_unknown_plugin_keys)). A server with no NodeAttestor and an agent without C(data_dir) are accepted,
+    as SPIRE does, with a warning.
+  - With O(check_files), the files SPIRE reads when it starts must exist on the host (the DevID certificate, key
+    blobs and TPM device of C(tpm_devid), its CA bundles on a server, C(plugin_cmd) matching
+    C(plugin_checksum), C(plugin_data_file), C(join_token_file)).
   - The rendered text is parsed back (pyhcl) and compared with the input; any difference fails the task.
   - When O(validate_bin) exists, the rendered file is also checked with C(<validate_bin> validate -config <file>)
     before it replaces the current one (only when the content changes).
@@ -52,11 +64,12 @@ options:
     required: true
   validate_bin:
     description:
-      - Path of the C(spire-server) or C(spire-agent) binary. When the file exists, the new content is checked with
-        C(<validate_bin> validate -config <temporary file>) and the task fails with SPIRE's output if it is
-        rejected. When it does not exist (first install), only this module's checks apply.
-      - Note that C(spire-agent validate) checks only the agent section and the plugin block syntax, not plugin
-        names; this module checks those itself.
+      - Path of the C(spire-server) or C(spire-agent) binary that will run the file. When it exists, its version
+        (C(--version)) selects the plugin names and keys checked, and the new content is checked with
+        C(<validate_bin> validate -config <temporary file>); the task fails with SPIRE's output if it is rejected.
+        When it does not exist (first install), only this module's checks apply.
+      - C(spire-agent validate) (every version) and C(spire-server validate) up to 1.13 check the sections but not
+        the plugins; this module checks those itself.
     type: path
   backup:
     description: Keep the previous file as C(<path>.<timestamp>.bak) when the content changes.
@@ -86,6 +99,22 @@ options:
         then trusts whichever server answers first). Off by default; for labs only.
     type: bool
     default: false
+  allow_unknown_plugin_keys:
+    description:
+      - Accept keys in a plugin block other than C(plugin_cmd), C(plugin_args), C(plugin_checksum), C(enabled),
+        C(plugin_data) and C(plugin_data_file). SPIRE ignores such keys without a word, so by default they are
+        refused (a misspelt C(plugin_checksum) would leave an external plugin unverified); with this option they
+        only warn.
+    type: bool
+    default: false
+  check_files:
+    description:
+      - Check that the files SPIRE reads when it starts exist on the host and are usable. In check mode a missing
+        file is only a warning (an earlier task would have created it).
+      - Turn off when the configuration is written before those files on purpose; the daemon will not start until
+        they are there.
+    type: bool
+    default: true
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -194,6 +223,11 @@ validated:
   description: Whether the new content was checked with O(validate_bin) C(validate).
   returned: success
   type: bool
+spire_version:
+  description: The SPIRE version O(validate_bin) reported, whose names and keys were checked; null without it.
+  returned: success
+  type: str
+  sample: 1.13.3
 """
 
 import traceback
@@ -224,6 +258,8 @@ def main():
             secret_keys=dict(type="list", elements="str", no_log=False,
                              default=["password", "token", "secret", "connection_string"]),
             allow_insecure_bootstrap=dict(type="bool", default=False),
+            allow_unknown_plugin_keys=dict(type="bool", default=False),
+            check_files=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )
@@ -238,7 +274,9 @@ def main():
         result = spire_config.ensure_config(
             path=p["path"], kind=p["kind"], config=p["config"], validate_bin=p["validate_bin"], backup=p["backup"],
             owner=p["owner"], group=p["group"], mode=p["mode"], secret_keys=p["secret_keys"],
-            allow_insecure_bootstrap=p["allow_insecure_bootstrap"], check_mode=module.check_mode)
+            allow_insecure_bootstrap=p["allow_insecure_bootstrap"],
+            allow_unknown_plugin_keys=p["allow_unknown_plugin_keys"], check_files=p["check_files"],
+            check_mode=module.check_mode)
     except SpireTpmError as err:
         fail_module(module, err)
     diff = result.pop("diff")

@@ -1,56 +1,68 @@
 # -*- coding: utf-8 -*-
-"""The release-shaped simulator archive the spire_roles molecule scenario installs (tests/simulators/release)."""
+"""The release-shaped archive lab/spire_build.py packs from the real SPIRE binaries (what the roles install through
+spire_archive_src + spire_archive_checksum): layout, checksum, reproducibility, and binaries that say their version.
+
+Oracles: hashlib and tarfile here (not the packer's own numbers), the extracted binaries themselves."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
+from support import spire as spire_support
+from support.labload import load
+
 ROOT = Path(__file__).resolve().parents[3]
-MAKE = ROOT / "tests" / "simulators" / "release" / "make_release.py"
+spire_build = load("spire_build")
+VERSIONS = [spire_support.DEFAULT_VERSION, spire_support.NEWEST_VERSION]
 
 
-def build(tmp_path, version, sub, *extra):
-    out = subprocess.run([sys.executable, str(MAKE), "--version", version, "--out", str(tmp_path / sub)] + list(extra),
-                         check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
+def sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def test_layout_checksum_and_launcher(tmp_path):
-    res = build(tmp_path, "1.16.0", "a", "--plugin", str(tmp_path / "plugins"))
-    archive = Path(res["archive"])
-    assert archive.name == "spire-1.16.0-linux-amd64-musl.tar.gz"
-    # The reported checksum is the file's sha256 (computed here independently).
-    assert res["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
-    assert res["checksum"] == "sha256:" + res["sha256"]
+@pytest.mark.parametrize("version", VERSIONS)
+def test_layout_checksum_and_version(version, tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "lab" / "spire_build.py"), "--version", version, "--json"],
+                         capture_output=True, text=True, timeout=3600)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    archive = Path(info["archive"])
+    assert archive.name == "spire-%s-linux-%s-glibc.tar.gz" % (version, spire_build.arch())
+    # the reported checksum is the file's sha256, in the roles' "sha256:<hex>" form
+    assert info["sha256"] == sha256(archive) and info["checksum"] == "sha256:" + sha256(archive)
+    top = "spire-%s" % version
     with tarfile.open(archive) as tar:
         names = tar.getnames()
-        assert all(n == "spire-1.16.0" or n.startswith("spire-1.16.0/") for n in names)
+        assert all(n == top or n.startswith(top + "/") for n in names), names
+        assert {top + "/bin/spire-server", top + "/bin/spire-agent"} <= set(names)
         for prog in ("spire-server", "spire-agent"):
-            info = tar.getmember("spire-1.16.0/bin/%s" % prog)
-            assert info.mode & 0o111 and info.uid == 0
-        tar.extractall(tmp_path / "x")
-    # The launcher reports the packed version and reaches the simulator from its own lib/ (via a symlink, as
-    # /opt/spire/bin -> current/bin does).
-    link = tmp_path / "bin"
-    os.symlink(tmp_path / "x" / "spire-1.16.0" / "bin", link)
-    out = subprocess.run([str(link / "spire-server"), "--version"], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "1.16.0"
-    out = subprocess.run([str(link / "spire-server"), "healthcheck", "-socketPath", str(tmp_path / "none.sock")],
-                         capture_output=True, text=True)
-    assert out.returncode != 0 and "unhealthy" in (out.stdout + out.stderr)
-    plug = res["plugins"]["tpm_attestor_server"]
-    assert plug["sha256"] == hashlib.sha256(Path(plug["path"]).read_bytes()).hexdigest()
+            m = tar.getmember("%s/bin/%s" % (top, prog))
+            assert m.isfile() and m.mode & 0o111 and m.uid == 0 and m.gid == 0
+            # the packed binaries are the built ones, byte for byte
+            assert hashlib.sha256(tar.extractfile(m).read()).hexdigest() == sha256(Path(info["bin_dir"]) / prog)
+        tar.extractall(tmp_path)
+    for prog in ("spire-server", "spire-agent"):
+        v = subprocess.run([str(tmp_path / top / "bin" / prog), "--version"], capture_output=True, text=True,
+                           timeout=60)
+        assert v.returncode == 0 and (v.stdout + v.stderr).strip() == version
 
 
-def test_reproducible_and_versions_differ(tmp_path):
-    a = build(tmp_path, "1.15.3", "a")
-    b = build(tmp_path, "1.15.3", "b")
-    c = build(tmp_path, "1.16.0", "c")
-    assert a["sha256"] == b["sha256"]
-    assert c["sha256"] != a["sha256"]
+def test_two_packs_of_the_same_binaries_are_identical(tmp_path):
+    version = spire_support.DEFAULT_VERSION
+    info = spire_support.release(version)
+    with tarfile.open(info["archive"]) as tar:
+        build_info = json.loads(tar.extractfile("spire-%s/conf/BUILDINFO" % version).read())
+    a = spire_build.pack(version, Path(info["bin_dir"]), tmp_path / "a.tar.gz", build_info)
+    b = spire_build.pack(version, Path(info["bin_dir"]), tmp_path / "b.tar.gz", build_info)
+    assert a == b == sha256(tmp_path / "a.tar.gz") == sha256(tmp_path / "b.tar.gz")
+    # and identical to the cached archive the roles are given
+    assert a == info["sha256"]
+    # another version's archive differs
+    assert spire_support.release(spire_support.NEWEST_VERSION)["sha256"] != a

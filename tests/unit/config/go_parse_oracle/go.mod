@@ -1,0 +1,3 @@
+module go_parse_oracle
+
+go 1.19
