@@ -17,6 +17,7 @@ import pytest
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.spire import config as C
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.spire import config_render
 
 HERE = Path(__file__).resolve().parent
 GOPATH_HCL = Path("/usr/share/gocode/src/github.com/hashicorp/hcl")
@@ -158,7 +159,7 @@ def test_rendered_layout_is_spire_style():
 
 def test_round_trip_mismatch_is_reported_as_renderer_bug(monkeypatch):
     # Simulate a renderer bug: the quoting drops characters. The pyhcl round trip must catch it.
-    monkeypatch.setattr(C, "_quote", lambda v: '"%s"' % v.replace("x", ""))
+    monkeypatch.setattr(config_render, "_quote", lambda v: '"%s"' % v.replace("x", ""))
     with pytest.raises(SpireTpmError) as e:
         C.render("server", server_config("xyz"))
     assert "does not parse back" in e.value.cause and "bug" in e.value.fix
