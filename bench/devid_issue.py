@@ -3,7 +3,9 @@
 then a TPM-signed renewal. Also the step-ca build time (when not cached) and the provisioner key decryption at
 step's p2c=600000. Prints figures; never pass/fail on time.
 
-    /tmp/venv/bin/python bench/devid_issue.py [--rounds 5] [--key-type rsa|ecc]
+The TPM is a swtpm on a unix socket, reached with the cmd TCTI (tests/support/swtpm.py's SwTPM).
+
+    .build/venv/bin/python bench/devid_issue.py [--rounds 5] [--key-type rsa|ecc]
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import SwTPM  # noqa: E402  (also puts the collection on sys.path)
+import conftest  # noqa: E402,F401  (links the collection and puts it on sys.path)
+from support.swtpm import SwTPM  # noqa: E402
 from tests.support import stepca as support  # noqa: E402
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.stepca import issuance  # noqa: E402
@@ -46,6 +49,7 @@ def main():
         ca.start()
         print("step-ca start to healthy: %.2f s" % (time.monotonic() - t0))
         tpm_dev = SwTPM(tmp / "tpm")
+        print("TPM: %s" % tpm_dev.tcti)
         try:
             client = StepCAClient(ca.url, ca.root_fingerprint)
             t0 = time.monotonic()

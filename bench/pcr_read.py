@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """PCR read benchmark: in-process batched TPM2_PCR_Read (module_utils/tpm/pcr.py) vs one tpm2_pcrread process per PCR.
 
-Starts its own swtpm (tests/conftest.py's SwTPM), reads every PCR of every allocated bank both ways, N times,
-and prints the medians and their ratio. A report, not a pass/fail test; it checks only that both ways read
-the same values.
+Starts its own swtpm (tests/support/swtpm.py's SwTPM: a unix socket reached with the cmd TCTI through socat),
+reads every PCR of every allocated bank both ways, N times, and prints the medians and their ratio. A report, not
+a pass/fail test; it checks only that both ways read the same values. Each tpm2_pcrread process starts its own
+socat, as every client of a socket-served swtpm does.
 
-    /tmp/venv/bin/python bench/pcr_read.py [-n 10] [--tcti swtpm:port=P]   # --tcti: use a running TPM instead
+    .build/venv/bin/python bench/pcr_read.py [-n 10] [--tcti 'cmd:socat - UNIX-CONNECT:/run/swtpm/tpm.sock']
+    # --tcti: use a running TPM instead (no other client may hold it: swtpm serves one at a time)
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("TSS2_LOG", "all+NONE")
 
-from conftest import COLLECTIONS, SwTPM  # noqa: E402  (also links the collection under .build/collections)
+from conftest import COLLECTIONS  # noqa: E402  (links the collection under .build/collections)
+from support.swtpm import SwTPM  # noqa: E402
 
 sys.path.insert(0, str(COLLECTIONS))
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import pcr  # noqa: E402

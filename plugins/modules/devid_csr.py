@@ -121,9 +121,9 @@ EXAMPLES = r"""
     group: spire
   register: devid
 
-- name: ECC DevID on a software TPM
+- name: ECC DevID on a software TPM (swtpm serving a unix socket)
   trustroot.spire_tpm.devid_csr:
-    tcti: swtpm:port=2321
+    tcti: "cmd:socat - UNIX-CONNECT:/run/swtpm/tpm.sock"
     key_type: ecc
     pub_path: /var/lib/devid/devid.pub
     priv_path: /var/lib/devid/devid.priv

@@ -70,9 +70,9 @@ EXAMPLES = r"""
     access_time: preserve
   delegate_to: spire-server
 
-- name: A software TPM
+- name: A software TPM (swtpm serving a unix socket)
   trustroot.spire_tpm.tpm_ek_info:
-    tcti: swtpm:port=2321
+    tcti: "cmd:socat - UNIX-CONNECT:/run/swtpm/tpm.sock"
 """
 
 RETURN = r"""

@@ -12,6 +12,7 @@ from cryptography.x509.oid import NameOID
 from devid_testlib import (FQCN, SPIRE_SRK_ATTRS, assert_tpm_clean, csr_public_der, openssl,
                            spire_format_from_tools, tools_format_from_spire)
 
+from support.swtpm import dead_socket_tcti
 from tpm2_pytss import ESAPI, TCTILdr
 from tpm2_pytss.constants import ESYS_TR, TPMA_OBJECT
 from tpm2_pytss.types import TPM2B_PRIVATE, TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE, TPMT_PUBLIC
@@ -34,8 +35,9 @@ def task(name, args, **kw):
 
 def pytss_reload_public(swtpm, pub_blob, priv_blob, kt):
     """Load SPIRE-format blobs with raw tpm2-pytss under a primary built here from SPIRE's template."""
-    port = swtpm.port
-    ectx = ESAPI(TCTILdr("swtpm", "port=%d" % port))
+    name, conf = swtpm.tcti.split(":", 1)  # the cmd TCTI through socat to the swtpm socket
+    tcti = TCTILdr(name, conf)
+    ectx = ESAPI(tcti)
     try:
         attrs = TPMA_OBJECT.parse(SPIRE_SRK_ATTRS.replace("|", "|"))
         tmpl = TPM2B_PUBLIC.parse("rsa2048:aes128cfb" if kt == "rsa" else "ecc256:aes128cfb",
@@ -52,6 +54,9 @@ def pytss_reload_public(swtpm, pub_blob, priv_blob, kt):
             ectx.flush_context(parent)
     finally:
         ectx.close()
+        # ESAPI.close() leaves the cmd TCTI's socat running, and it holds swtpm's one connection: every later
+        # client (tpm2-tools, the modules) would wait forever. Closing the TCTI ends socat.
+        tcti.close()
 
 
 @pytest.mark.parametrize("kt", ["rsa", "ecc"])
@@ -224,7 +229,7 @@ def test_errors_unwritable_path_no_tpm_wrong_password(swtpm_factory, run_playboo
     tpm = swtpm_factory(ek_certs=False)
     good = csr_args(tpm, tmp_path, devid_password="s3cret-devid")
     missing_dir = dict(good, csr_path=str(tmp_path / "nope" / "x.csr"))
-    no_tpm = dict(good, tcti="swtpm:host=127.0.0.1,port=1")
+    no_tpm = dict(good, tcti=dead_socket_tcti(tmp_path))
     r = run_playbook(tasks=[
         task("missing dir", missing_dir, ignore_errors=True),
         task("no tpm", no_tpm, ignore_errors=True),
@@ -236,7 +241,8 @@ def test_errors_unwritable_path_no_tpm_wrong_password(swtpm_factory, run_playboo
     assert md["failed"] and "csr_path" in md["msg"] and "does not exist" in md["msg"]
     assert "Fix:" in md["msg"]
     nt = r.task("no tpm")
-    assert nt["failed"] and "cannot open the TPM through TCTI 'swtpm:host=127.0.0.1,port=1'" in nt["msg"]
+    assert nt["failed"] and "the TPM socket %s/nobody-serves-this.sock" % tmp_path in nt["msg"]
+    assert "does not exist" in nt["msg"] and "Fix: start the software TPM" in nt["msg"]
     assert r.task("create")["changed"] is True
     wp = r.task("wrong password")
     assert wp["failed"] and "rejected devid_password" in wp["msg"]

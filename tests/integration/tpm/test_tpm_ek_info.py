@@ -176,12 +176,12 @@ def test_no_persistent_ek_uses_created_default(swtpm_factory, run_playbook, tmp_
 
 
 def test_errors(swtpm, run_playbook, tmp_path):
-    from support.swtpm import free_port_pair
-    dead = free_port_pair()
+    from support.swtpm import dead_socket_tcti
+    dead = dead_socket_tcti(tmp_path)
     empty = tmp_path / "empty-ca"
     empty.mkdir()
     tasks = [
-        {"name": "dead", "trustroot.spire_tpm.tpm_ek_info": {"tcti": "swtpm:port=%d" % dead}, "ignore_errors": True},
+        {"name": "dead", "trustroot.spire_tpm.tpm_ek_info": {"tcti": dead}, "ignore_errors": True},
         {"name": "garbled", "trustroot.spire_tpm.tpm_ek_info": {"tcti": "swtpm/port"}, "ignore_errors": True},
         {"name": "notpm", "trustroot.spire_tpm.tpm_ek_info": {}, "ignore_errors": True},
         {"name": "noca", "trustroot.spire_tpm.tpm_ek_info": {"tcti": swtpm.tcti, "ca_path": str(tmp_path / "nope")},
@@ -191,8 +191,9 @@ def test_errors(swtpm, run_playbook, tmp_path):
     ]
     res = run_playbook(tasks=tasks, env={"TPM2TOOLS_TCTI": "", "TCTI": ""})
     dead_r = res.task("dead")
-    assert dead_r["failed"] and "cannot open the TPM through TCTI 'swtpm:port=%d'" % dead in dead_r["msg"]
-    assert "Fix:" in dead_r["msg"]
+    assert dead_r["failed"] and "the TPM socket %s/nobody-serves-this.sock (TCTI %r) does not exist" % (
+        tmp_path, dead) in dead_r["msg"]
+    assert "Fix: start the software TPM serving it" in dead_r["msg"]
     assert "not of the form" in res.task("garbled")["msg"]
     notpm = res.task("notpm")
     assert notpm["failed"] and "no TPM found" in notpm["msg"] and "tcti" in notpm["msg"]

@@ -86,8 +86,8 @@ def test_baseline_drift(swtpm, run_playbook, tmp_path):
 
 
 def test_errors(swtpm, run_playbook, tmp_path):
-    from support.swtpm import free_port_pair
-    dead = free_port_pair()
+    from support.swtpm import dead_socket_tcti
+    dead = dead_socket_tcti(tmp_path)
     tasks = [
         {"name": "badpcr", "trustroot.spire_tpm.tpm_pcr_facts": {"tcti": swtpm.tcti, "pcrs": [3, 24]},
          "ignore_errors": True},
@@ -99,7 +99,7 @@ def test_errors(swtpm, run_playbook, tmp_path):
             "tcti": swtpm.tcti, "baseline": {"sha256": {"0": "xyz"}}}, "ignore_errors": True},
         {"name": "both", "trustroot.spire_tpm.tpm_pcr_facts": {
             "tcti": swtpm.tcti, "baseline": {}, "baseline_file": "/nonexistent"}, "ignore_errors": True},
-        {"name": "dead", "trustroot.spire_tpm.tpm_pcr_facts": {"tcti": "swtpm:port=%d" % dead},
+        {"name": "dead", "trustroot.spire_tpm.tpm_pcr_facts": {"tcti": dead},
          "ignore_errors": True},
         {"name": "notpm", "trustroot.spire_tpm.tpm_pcr_facts": {}, "ignore_errors": True},
     ]
@@ -110,7 +110,7 @@ def test_errors(swtpm, run_playbook, tmp_path):
     assert "'sha512' is not allocated" in res.task("badbaselinebank")["msg"]
     assert "not hexadecimal" in res.task("badhex")["msg"]
     assert "mutually exclusive" in res.task("both")["msg"]
-    assert "cannot open the TPM through TCTI" in res.task("dead")["msg"]
+    assert "nobody-serves-this.sock (TCTI %r) does not exist" % dead in res.task("dead")["msg"]
     assert "no TPM found" in res.task("notpm")["msg"]
     for name in ("badpcr", "badbank", "badbaselinebank", "badhex", "both", "dead", "notpm"):
         assert res.task(name)["failed"] is True
