@@ -13,11 +13,13 @@ module: spire_agent
 short_description: Evict or ban an agent attested to a SPIRE server
 version_added: "0.1.0"
 description:
-  - O(state=evicted) runs C(spire-server agent evict). The agent's attestation is deleted and its next call to the
-    server fails; an agent that can re-attest (for example C(tpm_devid)) attests again, a C(join_token) agent drops
-    its SVID and exits.
-  - O(state=banned) runs C(spire-server agent ban). The agent stays listed as banned and cannot attest again until
-    it is evicted.
+  - O(state=evicted) runs C(spire-server agent evict). The agent's record is deleted and its next sync with the
+    server (within seconds) is refused; an agent that can re-attest (for example C(tpm_devid)) attests again by
+    itself with the same SPIFFE ID, a C(join_token) agent drops its SVID and exits (its token is used up, so it
+    cannot come back).
+  - O(state=banned) runs C(spire-server agent ban). The agent stays listed as banned; the running agent is refused
+    on its next sync and exits, and every attestation is refused (C(agent is banned)) until the agent is evicted,
+    which deletes the record and so lifts the ban.
   - Idempotent. An agent the server does not know is left alone (C(changed=false)); an agent already banned is not
     banned again.
 author:

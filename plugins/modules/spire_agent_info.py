@@ -83,7 +83,8 @@ agents:
       description: Whether the agent can re-attest (join_token agents cannot).
       type: bool
     agent_version:
-      description: Version the agent reported, when known.
+      description:
+        - Version the agent reported; an empty string when the server does not say (SPIRE 1.13 servers do not).
       type: str
 count:
   description: Number of agents found.

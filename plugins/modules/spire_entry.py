@@ -22,8 +22,12 @@ description:
     default (0, false, empty), as C(entry update) replaces all fields.
   - Creates run first, then updates; deletes (O(state=absent) and purging) run only when all of those succeeded.
     When some items of a batch fail, the module fails listing the failing entries and what was already applied.
-  - Every declared entry is validated before the first call (SPIFFE ID syntax, same trust domain for parent and
-    child unless federated, selector shape, non-negative TTLs, DNS names); an invalid declaration changes nothing.
+  - Every declared entry is validated before the first call with the rules the SPIRE server applies (SPIFFE ID
+    syntax; a SPIFFE ID with a path outside SPIRE's reserved C(/spire) namespace; parent and child in the same trust
+    domain, as SPIRE requires both in its own, whatever O(federates_with) says; selector shape; one selector type
+    when O(store_svid=true); non-negative TTLs; DNS names); an invalid declaration changes nothing.
+  - What only the server can know is reported per entry, for example a O(federates_with) trust domain the server
+    has no bundle for, or a trust domain that is not the server's.
 author:
   - trustroot.spire_tpm contributors (@trustroot)
 extends_documentation_fragment:
@@ -60,7 +64,10 @@ options:
     type: list
     elements: str
   federates_with:
-    description: Trust domains (C(example.com) or C(spiffe://example.com)) whose bundles the workload receives.
+    description:
+      - Trust domains (C(example.com) or C(spiffe://example.com)) whose bundles the workload receives.
+      - The server must already hold a bundle for each (C(spire-server bundle set) or federation); otherwise it
+        refuses the entry.
     type: list
     elements: str
   admin:
@@ -73,7 +80,9 @@ options:
     description: Hint for workloads to tell SVIDs apart.
     type: str
   store_svid:
-    description: Whether the SVID is stored by an SVIDStore plugin. Not set means false.
+    description:
+      - Whether the SVID is stored by an SVIDStore plugin. Not set means false.
+      - All selectors of such an entry must have the same type.
     type: bool
   entry_expiry:
     description: Unix time after which the entry expires; 0 (or not set) means never.

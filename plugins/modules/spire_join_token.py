@@ -15,7 +15,8 @@ version_added: "0.1.0"
 description:
   - Runs C(spire-server token generate -output json) on the SPIRE server host and returns the token.
   - With O(spiffe_id) the server also creates an entry with that SPIFFE ID, parented to the agent the token
-    will attest (C(spiffe://<trust domain>/spire/agent/join_token/<token>)), with selector C(spiffe_id:<that ID>).
+    will attest (C(spiffe://<trust domain>/spire/agent/join_token/<token>)), with selector C(spiffe_id:<agent ID>).
+    The agent receives that entry because it is the entry's parent.
   - Not idempotent by nature - every run creates a new token (C(changed=true)). In check mode no token is created
     and RV(token) is null.
   - The token is a secret until it is used; it is returned only under RV(token), never in a message. Set
@@ -26,7 +27,9 @@ extends_documentation_fragment:
   - trustroot.spire_tpm.spire_cli
 options:
   spiffe_id:
-    description: SPIFFE ID for the entry created along with the token (SPIRE's C(-spiffeID)). Optional.
+    description:
+      - SPIFFE ID for the entry created along with the token (SPIRE's C(-spiffeID)). Optional.
+      - It must be in the server's trust domain, with a path outside SPIRE's reserved C(/spire) namespace.
     type: str
   ttl:
     description: Seconds the token stays valid.
@@ -86,6 +89,10 @@ def main():
     try:
         if p["spiffe_id"]:
             ids.validate_spiffe_id(p["spiffe_id"])
+            problem = ids.entry_spiffe_id_problem(p["spiffe_id"])
+            if problem:
+                raise SpireTpmError("invalid spiffe_id %r: %s" % (p["spiffe_id"], problem),
+                                    "give an ID such as spiffe://example.org/host/web1")
         if p["ttl"] < 1:
             raise SpireTpmError("ttl must be at least 1 second (got %d)" % p["ttl"], "give ttl in seconds, e.g. 600")
         if module.check_mode:

@@ -9,7 +9,17 @@ Facts honoured (see the collection's SPIRE notes):
 * ``entry create|update -data -`` read the batch from stdin; ``entry delete -file F`` reads ``{"Ids": [...]}``;
 * **in JSON mode the CLI exits 0 even when single results of a batch failed**: each result's
   ``status.code`` is read here, never the exit code alone;
-* a server that is not running makes the CLI print ``Error: rpc error: code = Unavailable ...`` and exit 1.
+* a server that is not running makes the CLI print ``Error: <what>: rpc error: code = Unavailable ...`` and exit 1
+  (``connect: no such file or directory`` / ``connection refused``); a socket that is not a server's API answers
+  ``code = Unimplemented desc = unknown service spire.api.server...``;
+* ``agent show|evict|ban`` of an unknown agent exit 1 with ``code = NotFound desc = agent not found`` (all modes);
+  ``agent evict`` and ``agent ban`` print ``{}``; banning a banned agent succeeds again;
+* failed batch items: ``entry create|update`` echo the request as the result's ``entry``; ``entry delete`` gives
+  ``{"id", "status"}``; an unknown ID is ``NotFound`` (``entry not found`` / ``failed to update entry``);
+* ``entry show`` and ``agent list`` page inside the CLI (500 entries / 1,000 agents per page): one invocation
+  returns everything;
+* ``entry show`` has no ``additional_attributes`` key (1.13.3 and 1.15.3); ``agent list`` has ``agent_version``
+  on 1.15.3 but not on 1.13.3: readers default both.
 
 The caller passes ``run_command`` in: ``AnsibleModule.run_command`` in modules, ``subprocess_run_command``
 elsewhere (bench, on-host jobs), so this file imports nothing from Ansible.
@@ -102,6 +112,9 @@ class SpireCli(object):
             if code == "Unavailable" or "connect:" in message:
                 fix = ("start the SPIRE server (or check it is healthy with 'spire-server healthcheck') and make "
                        "sure socket_path points at its private API socket")
+            elif code == "Unimplemented" and "unknown service" in message:
+                fix = ("socket_path answers but is not a SPIRE server's private API socket (an agent's Workload API "
+                       "socket, for example): point socket_path at the server's socket_path")
             elif code == "PermissionDenied":
                 fix = "run the task as a user allowed to use the SPIRE server's private API socket (usually root)"
             else:

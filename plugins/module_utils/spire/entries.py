@@ -87,7 +87,7 @@ def normalize_desired(spec, index=None, problems=None):
     if not spiffe_id:
         own.append("%s: spiffe_id is required" % label)
     else:
-        problem = ids.spiffe_id_problem(spiffe_id)
+        problem = ids.spiffe_id_problem(spiffe_id) or ids.entry_spiffe_id_problem(spiffe_id)
         if problem:
             own.append("%s: spiffe_id %r is invalid: %s" % (label, spiffe_id, problem))
         label = "%s (%s)" % (label, spiffe_id)
@@ -102,7 +102,7 @@ def normalize_desired(spec, index=None, problems=None):
         if not spec.get("node"):
             own.append("%s: parent_id is required (or node: true for a node alias)" % label)
     else:
-        problem = ids.spiffe_id_problem(parent_id)
+        problem = ids.spiffe_id_problem(parent_id) or ids.entry_parent_id_problem(parent_id)
         if problem:
             own.append("%s: parent_id %r is invalid: %s" % (label, parent_id, problem))
     selectors = spec.get("selectors") or []
@@ -112,6 +112,8 @@ def normalize_desired(spec, index=None, problems=None):
         problem = ids.selector_problem(sel)
         if problem:
             own.append("%s: %s" % (label, problem))
+    if spec.get("store_svid") and len(set(str(sel).partition(":")[0] for sel in selectors)) > 1:
+        own.append("%s: with store_svid all selectors must have the same type (SPIRE refuses mixed types)" % label)
     federates_with = []
     for td in spec.get("federates_with") or []:
         try:
@@ -129,9 +131,11 @@ def normalize_desired(spec, index=None, problems=None):
     if len(own) == start and spiffe_id and parent_id:
         child_td = ids.trust_domain_of(spiffe_id)
         parent_td = ids.trust_domain_of(parent_id)
-        if child_td != parent_td and parent_td not in federates_with:
-            own.append("%s: parent_id %s is in trust domain %s but spiffe_id is in %s (allowed only when "
-                       "federates_with lists %s)" % (label, parent_id, parent_td, child_td, parent_td))
+        # SPIRE requires both IDs to be members of the server's own trust domain (federates_with does not
+        # change that): the server's domain is not known here, but the two must at least agree.
+        if child_td != parent_td:
+            own.append("%s: parent_id %s is in trust domain %s but spiffe_id is in %s (SPIRE requires both in "
+                       "the server's trust domain)" % (label, parent_id, parent_td, child_td))
     state = spec.get("state") or "present"
     if state not in ("present", "absent"):
         own.append("%s: state must be present or absent, got %r" % (label, state))
@@ -188,7 +192,8 @@ def normalize_current(entry):
         "x509_svid_ttl": int(entry.get("x509_svid_ttl") or 0),
         "jwt_svid_ttl": int(entry.get("jwt_svid_ttl") or 0),
         "dns_names": tuple(entry.get("dns_names") or ()),
-        "federates_with": tuple(sorted(set(ids.normalize_trust_domain(td) for td in entry.get("federates_with") or []))),
+        "federates_with": tuple(sorted(set(ids.normalize_trust_domain(td)
+                                           for td in entry.get("federates_with") or []))),
         "admin": bool(entry.get("admin")),
         "downstream": bool(entry.get("downstream")),
         "hint": entry.get("hint") or "",

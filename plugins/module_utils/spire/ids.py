@@ -28,7 +28,6 @@ MAX_TRUST_DOMAIN_LENGTH = 255
 
 _TD_RE = re.compile(r"^[a-z0-9._-]+$")
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]+$")
-_DNS_LABEL_RE = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)$")
 
 
 def spiffe_id_problem(value):
@@ -87,6 +86,31 @@ def path_problem(path):
 
 def is_spiffe_id(value):
     return spiffe_id_problem(value) is None
+
+
+def _path_of(value):
+    return value[len(SCHEME_PREFIX):].partition("/")[2]
+
+
+def entry_spiffe_id_problem(value):
+    """Why a (syntactically valid) SPIFFE ID cannot be a registration entry's ``spiffe_id``, or None.
+
+    SPIRE refuses an entry whose SPIFFE ID has no path or lies in its reserved namespace (``/spire`` and below:
+    the server's and the agents' own IDs).
+    """
+    path = "/" + _path_of(value) if _path_of(value) else ""
+    if not path:
+        return "an entry's SPIFFE ID needs a path (spiffe://<trust domain>/<path>)"
+    if path == "/spire" or path.startswith("/spire/"):
+        return "the path %s is in SPIRE's reserved namespace (/spire); choose another path" % path
+    return None
+
+
+def entry_parent_id_problem(value):
+    """Why a (syntactically valid) SPIFFE ID cannot be a registration entry's ``parent_id``, or None."""
+    if not _path_of(value):
+        return "a parent ID needs a path (an agent ID, spiffe://<trust domain>/spire/server or a node alias)"
+    return None
 
 
 def validate_spiffe_id(value, what="SPIFFE ID"):
@@ -214,16 +238,40 @@ def format_selector(sel):
 # --- DNS names ------------------------------------------------------------------------------------------------
 
 def dns_name_problem(value):
-    """Return why ``value`` is not a usable DNS name for an X509-SVID, or None (a leading '*.' label is allowed)."""
-    if not isinstance(value, str) or not value:
+    """Return why SPIRE would refuse ``value`` as a DNS name of an entry, or None.
+
+    The server's rules (pkg/common/x509util ValidateLabel, checked against the real 1.13.3 and 1.15.3 servers):
+    ASCII only; at most one wildcard, and only as a leading ``*.``; no trailing dot; non-empty labels of at most 63
+    characters, not starting or ending with a hyphen, no ``--`` in the third and fourth place (except ``xn--``);
+    at most 253 characters. Other characters (``_``, upper case, even ``!``) are accepted by the server, so they
+    are accepted here: an entry the server holds must be declarable as it is.
+    """
+    if not isinstance(value, str) or not value.strip():
         return "DNS name is empty"
-    name = value[:-1] if value.endswith(".") else value
+    try:
+        value.encode("ascii")
+    except UnicodeEncodeError:
+        return "DNS name %r must be ASCII (use its xn-- form)" % value
+    stars = value.count("*")
+    name = value
+    if stars > 1:
+        return "DNS name %r has more than one wildcard" % value
+    if stars == 1:
+        if not value.startswith("*."):
+            return "DNS name %r has a wildcard outside the first label" % value
+        name = value[2:]
+    name = name.strip()
+    if not name:
+        return "DNS name %r is empty after its wildcard" % value
+    if name.endswith("."):
+        return "DNS name %r ends with a dot (SPIRE refuses it; drop the trailing dot)" % value
     if len(name) > 253:
         return "DNS name %r is longer than 253 characters" % value
-    labels = name.split(".")
-    for i, label in enumerate(labels):
-        if label == "*" and i != 0:
-            return "DNS name %r has a wildcard outside the first label" % value
-        if not _DNS_LABEL_RE.match(label):
-            return "DNS name %r has an invalid label %r" % (value, label)
+    for label in name.split("."):
+        if not label or len(label) > 63:
+            return "DNS name %r has an invalid label %r (1 to 63 characters)" % (value, label)
+        if label.startswith("-") or label.endswith("-"):
+            return "DNS name %r has an invalid label %r (starts or ends with a hyphen)" % (value, label)
+        if label[2:4] == "--" and not label.lower().startswith("xn--"):
+            return "DNS name %r has an invalid label %r ('--' in the third and fourth place)" % (value, label)
     return None

@@ -15,7 +15,8 @@ def spec(n, **kw):
 
 
 def shown(n, entry_id=None, parent="/node/a", **kw):
-    """An entry in `entry show -output json` shape."""
+    """An entry in `entry show -output json` shape (the keys and types the real 1.13.3 and 1.15.3 servers print;
+    test_spire_cli_real.py runs the same code on JSON captured from a real server)."""
     e = {"id": entry_id or "id-%d" % n, "spiffe_id": {"trust_domain": "example.org", "path": "/w/%d" % n},
          "parent_id": {"trust_domain": "example.org", "path": parent},
          "selectors": [{"type": "unix", "value": "uid:%d" % n}], "x509_svid_ttl": 0, "jwt_svid_ttl": 0,
@@ -143,56 +144,22 @@ def test_chunks_by_count_and_bytes():
     assert E.chunks([]) == []
 
 
-class FakeCli(object):
-    """Records batches; fails the items whose spiffe_id is in ``fail``."""
-
-    def __init__(self, fail=()):
-        self.fail = set(fail)
-        self.calls = []
-
-    def _results(self, verb, reqs):
-        self.calls.append((verb, len(reqs)))
-        out = []
-        for r in reqs:
-            if r["spiffe_id"] in self.fail:
-                out.append({"status": {"code": 6, "message": "similar entry already exists"}, "entry": r})
-            else:
-                out.append({"status": {"code": 0, "message": "OK"}, "entry": {"id": "new-" + r["spiffe_id"][-3:]}})
-        return out
-
-    def entry_create(self, reqs):
-        return self._results("create", reqs)
-
-    def entry_update(self, reqs):
-        return self._results("update", reqs)
-
-    def entry_delete(self, ids_):
-        self.calls.append(("delete", len(ids_)))
-        return [{"status": {"code": 0, "message": "OK"}, "id": i} for i in ids_]
-
-
-def test_apply_order_and_chunks():
-    desired = E.normalize_all([spec(n) for n in range(1100)] + [spec(n, hint="h") for n in range(2000, 2600)])
-    current = [E.normalize_current(shown(n)) for n in range(2000, 2600)] + \
-        [E.normalize_current(shown(n)) for n in range(3000, 3700)]
-    plan = E.make_plan(desired, current, E.check_scope(True, {"parent_id": NODE}))
-    cli = FakeCli()
-    done = E.apply_plan(cli, plan)
-    assert cli.calls == [("create", 500), ("create", 500), ("create", 100), ("update", 500), ("update", 100),
-                         ("delete", 500), ("delete", 200)]
-    assert len(done["created"]) == 1100 and len(done["updated"]) == 600 and len(done["deleted"]) == 700
-
-
-def test_apply_partial_failure_skips_deletes():
-    desired = E.normalize_all([spec(1), spec(2), spec(3)])
-    current = [E.normalize_current(shown(9))]
-    plan = E.make_plan(desired, current, E.check_scope(True, {"parent_id": NODE}))
-    cli = FakeCli(fail={"spiffe://example.org/w/2"})
+def test_server_rules_for_ids():
+    """Rules the real server enforces per item (see test_spire_cli_real / the integration tests): both IDs in one
+    trust domain even when federating, an entry ID with a path outside /spire, a parent with a path."""
     with pytest.raises(SpireTpmError) as err:
-        E.apply_plan(cli, plan)
-    d = err.value.details
-    assert [f["spiffe_id"] for f in d["failures"]] == ["spiffe://example.org/w/2"]
-    assert [c["spiffe_id"] for c in d["created"]] == ["spiffe://example.org/w/1", "spiffe://example.org/w/3"]
-    assert [s["id"] for s in d["skipped_deletes"]] == ["id-9"]
-    assert ("delete", 1) not in cli.calls
-    assert "AlreadyExists (6)" in str(err.value) and "2 created" in str(err.value)
+        E.normalize_all([
+            spec(1, parent_id="spiffe://partner.org/n", federates_with=["partner.org"]),
+            spec(2, spiffe_id="spiffe://example.org/spire/agent/x"),
+            spec(3, spiffe_id="spiffe://example.org"),
+            spec(4, parent_id="spiffe://example.org"),
+            spec(5, dns_names=["x.example.org."]),
+        ])
+    text = " | ".join(err.value.details["problems"])
+    assert "trust domain partner.org" in text and "reserved namespace" in text
+    assert "needs a path" in text and "a parent ID needs a path" in text and "ends with a dot" in text
+    assert len(err.value.details["problems"]) == 5
+    # agent IDs and the server ID are fine as parents; a federating entry of the server's own domain too
+    assert len(E.normalize_all([spec(1, parent_id="spiffe://example.org/spire/agent/join_token/t"),
+                                spec(2, parent_id="spiffe://example.org/spire/server"),
+                                spec(3, federates_with=["partner.org"])])) == 3

@@ -74,9 +74,30 @@ def test_selectors():
 
 
 @pytest.mark.parametrize("name, ok", [
-    ("example.org", True), ("*.example.org", True), ("a-b.example.org.", True), ("localhost", True),
-    ("a..b", False), ("-a.example", False), ("a.*.example", False), ("bad_name", False), ("", False),
-    ("a" * 64 + ".org", False),
+    ("example.org", True), ("*.example.org", True), ("a-b.example.org", True), ("localhost", True),
+    ("a-b.example.org.", False),
+    ("a..b", False), ("-a.example", False), ("a.*.example", False), ("bad_name", True), ("", False),
+    ("a" * 64 + ".org", False), ("ab--c.example", False), ("\u00e9t\u00e9.example", False), ("*.*.example", False),
 ])
 def test_dns_names(name, ok):
     assert (ids.dns_name_problem(name) is None) is ok
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("spiffe://example.org/w", None),
+    ("spiffe://example.org/spiffe/x", None),
+    ("spiffe://example.org/spire-x", None),
+    ("spiffe://example.org", "needs a path"),
+    ("spiffe://example.org/spire", "reserved namespace"),
+    ("spiffe://example.org/spire/server", "reserved namespace"),
+    ("spiffe://example.org/spire/agent/join_token/t", "reserved namespace"),
+])
+def test_entry_spiffe_id_rules(value, problem):
+    found = ids.entry_spiffe_id_problem(value)
+    assert (found is None) if problem is None else (problem in found)
+
+
+def test_entry_parent_id_rules():
+    assert ids.entry_parent_id_problem("spiffe://example.org/spire/server") is None
+    assert ids.entry_parent_id_problem("spiffe://example.org/spire/agent/x/y") is None
+    assert "needs a path" in ids.entry_parent_id_problem("spiffe://example.org")
