@@ -188,21 +188,29 @@ def check_devid_chain(leaf, intermediates, roots, devid_ca_path, now=None):
     except x509u.ChainError as e:
         text = str(e)
         if "expired on" in text or "not valid before" in text:
+            spire = "certificate has expired or is not yet valid"
             fix = ("renew the DevID certificate (SPIRE's server rejects certificates outside their validity period) "
                    "or fix the host clock")
         else:
+            spire = "certificate signed by unknown authority"
             fix = ("make sure devid_ca_path holds the root CA that issued the DevID certificate, and that "
                    "devid_cert_path holds the leaf followed by every intermediate CA certificate (SPIRE's agent "
                    "sends those as intermediates)")
         weak = insecure_signature([leaf] + list(intermediates))
         if weak:
             text, fix = weak, "reissue the DevID certificate (and its CAs) with SHA-256 signatures"
-        return Check("devid_chain", False, "the DevID certificate %s does not verify against devid_ca_path %s: %s"
-                     % (x509u.describe(leaf), devid_ca_path, text), fix), None
+            spire = ("certificate signed by unknown authority (possibly because of \"x509: cannot verify signature: "
+                     "insecure algorithm ...\")")
+        # SPIRE's server words a failed DevID chain as a signature failure (seen on 1.13.3 and 1.15.3).
+        return Check("devid_chain", False, "the DevID certificate %s does not verify against devid_ca_path %s: %s "
+                     "(SPIRE: 'unable to verify DevID signature: verification failed: x509: %s')"
+                     % (x509u.describe(leaf), devid_ca_path, text, spire), fix), None
     weak = insecure_signature(chain[:-1])
     if weak:
-        return Check("devid_chain", False, weak, "reissue the DevID certificate (and its CAs) with SHA-256 "
-                                                 "signatures"), None
+        return Check("devid_chain", False, weak + " (SPIRE: 'unable to verify DevID signature: verification failed: "
+                     "x509: certificate signed by unknown authority (possibly because of \"x509: cannot verify "
+                     "signature: insecure algorithm ...\")')",
+                     "reissue the DevID certificate (and its CAs) with SHA-256 signatures"), None
     return Check("devid_chain", True, "chain: %s" % _chain_text(chain)), chain
 
 
@@ -237,12 +245,13 @@ def check_ek_chain(ek_cert, roots, endorsement_ca_path, now=None):
             return Check("ek_chain", False, weak, "SPIRE's tpm_devid cannot accept this TPM's EK certificate")
         if not any(r.subject == ek_cert.issuer for r in roots):
             detail = ("endorsement_ca_path %s lacks the EK certificate's issuer `%s`; SPIRE verifies the EK "
-                      "certificate with no intermediates pool, so every intermediate CA must be in that bundle (%s)"
-                      % (endorsement_ca_path, issuer, e))
+                      "certificate with no intermediates pool, so every intermediate CA must be in that bundle (%s) "
+                      "(SPIRE: 'endorsement certificate verification failed: x509: certificate signed by unknown "
+                      "authority')" % (endorsement_ca_path, issuer, e))
             fix = "add the intermediate CA `%s` (and its issuers up to the root) to endorsement_ca_path" % issuer
         else:
-            detail = "the EK certificate does not verify against endorsement_ca_path %s: %s" % (
-                endorsement_ca_path, e)
+            detail = ("the EK certificate does not verify against endorsement_ca_path %s: %s (SPIRE: 'endorsement "
+                      "certificate verification failed')" % (endorsement_ca_path, e))
             fix = "put the manufacturer's root and intermediate CA certificates for this TPM in endorsement_ca_path"
         return Check("ek_chain", False, detail, fix)
     weak = insecure_signature(chain[:-1])
