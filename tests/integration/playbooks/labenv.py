@@ -227,6 +227,11 @@ def up(args):
         "spire_server_group": "sp-" + args.name[:28],
         "spire_agent_user": "sp-" + args.name[:28],
         "spire_agent_group": "sp-" + args.name[:28],
+        # tpm_host adds the agent's user to the TPM group: the lab's own user, never the machine-wide "spire" another
+        # lab may be changing at the same moment. The spire roles create it (once, on the server, before the agents);
+        # tpm_host creating it on every host at once would race on the shared /etc/passwd.
+        "tpm_host_spire_agent_user": "sp-" + args.name[:28],
+        "tpm_host_create_agent_user": False,
         # /var/log is shared by the lab hosts; /var/lib/spire is private to each.
         "spire_server_log_dir": "/var/lib/spire/log",
         "spire_agent_log_dir": "/var/lib/spire/log",

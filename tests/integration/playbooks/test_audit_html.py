@@ -2,8 +2,9 @@
 """playbooks/templates/audit.html.j2 rendered by Ansible's template module and opened in headless Chromium.
 
 Checks what a reader sees: the DOM after the page's script ran holds one row per host, worst first (the script
-sorts by the overall status on load), each check cell carries its red/amber/green class; the screenshot is not
-blank and shows the three status colours.
+sorts by the overall status on load), each check cell carries its red/amber/green class, an agent attested with
+join_token is flagged (banner + its SPIRE cell) and no other; the screenshot is not blank and shows the three status
+colours. The records are data here; molecule `audit` produces them from a real lab and real SPIRE.
 """
 
 from __future__ import annotations
@@ -37,11 +38,20 @@ def record(host, overall, **statuses):
             "checks": checks}
 
 
+def join_token_record(host):
+    """A host whose agent the server lists as join_token: audit_records.j2 flags it."""
+    r = record(host, "red", ek_cert="red", devid="red", spire="red")
+    r["checks"]["spire"].update({"flag": "join_token", "attestation_type": "join_token"})
+    r["flags"] = ["join_token"]
+    return r
+
+
 RECORDS = [
     record("agent-1", "green"),
     record("agent-3", "red", ek_cert="red", devid="red", spire="red"),
     record("agent-2", "amber", pcr="amber"),
     record("spire-server-1", "green", devid="na", spire="na"),
+    join_token_record("agent-4"),
 ]
 
 
@@ -114,8 +124,8 @@ def test_dom_has_every_host_worst_first(rendered):
     dom = out.stdout
     hosts = re.findall(r'<tr data-host="([^"]+)"', dom)
     assert sorted(hosts) == sorted(r["host"] for r in RECORDS)
-    # The page's script sorted the rows by overall status, worst first.
-    assert hosts[0] == "agent-3" and hosts[1] == "agent-2", hosts
+    # The page's script sorted the rows by overall status, worst first (a stable sort: red rows keep their order).
+    assert hosts[:3] == ["agent-3", "agent-4", "agent-2"], hosts
     assert 'aria-sort="descending"' in dom
     for k in ("tpm", "ek_cert", "devid", "pcr", "spire"):
         assert len(re.findall(r'data-check="%s"' % k, dom)) == len(RECORDS)
@@ -123,7 +133,22 @@ def test_dom_has_every_host_worst_first(rendered):
     assert re.search(r'class="status amber" data-check="pcr"', dom)
     # Details are escaped, never interpreted.
     assert "&lt;b&gt;not html&lt;/b&gt;" in dom and "<b>not html</b>" not in dom
-    assert 'id="count-red">1 red<' in dom
+    assert 'id="count-red">2 red<' in dom
+    # The join_token agent is flagged: a banner naming it, and a flag on its SPIRE cell only.
+    banner = re.search(r'<p class="flags" id="flag-join-token">(.*?)</p>', dom, re.S)
+    assert banner and "agent-4" in banner.group(1) and "agent-3" not in banner.group(1), dom[:2000]
+    flagged = re.findall(r'<tr data-host="([^"]+)">(?:(?!</tr>).)*data-flag="join_token"', dom, re.S)
+    assert flagged == ["agent-4"], flagged
+
+
+def test_no_banner_without_join_token_agents(run_playbook, tmp_path):
+    out = tmp_path / "audit.html"
+    res = run_playbook(tasks=[{"name": "render", "ansible.builtin.template": {"src": str(TEMPLATE), "dest": str(out),
+                                                                            "mode": "0644"}}],
+                       extra_vars={"audit_records": RECORDS[:4]})
+    assert res.rc == 0, res.stdout[-3000:]
+    html = out.read_text()
+    assert 'id="flag-join-token"' not in html and "data-flag=" not in html
 
 
 def test_screenshot_shows_the_statuses(rendered, tmp_path):
