@@ -21,7 +21,8 @@ python "$ROOT/lab/spire_build.py" --all
 took[build]=$((SECONDS - start))
 
 run_pytest() {
-  # -n 2: the suites start their own swtpm / step-ca / simulator instances on free ports, so they parallelise.
+  # -n 2: the suites start their own swtpm / step-ca / spire-server / spire-agent instances on free ports and
+  # their own sockets, so they parallelise.
   python -m pytest -n 2 -p no:cacheprovider tests
 }
 
@@ -38,7 +39,7 @@ run_molecule() {
 
 run_sanity() {
   # ansible-test checks what the collection ships (plugins/, roles/, playbooks/, meta/); the test harness,
-  # simulators, lab and benchmarks are not part of the built collection and are left out of the copy.
+  # lab and benchmarks are not part of the built collection and are left out of the copy.
   python "$ROOT/scripts/ansible_test_offline.py"
   local dest="$ROOT/.build/sanity/ansible_collections/trustroot/spire_tpm"
   rm -rf "$dest"; mkdir -p "$dest"

@@ -26,7 +26,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTIONS = ROOT / ".build" / "collections"
-SIMULATORS = ROOT / "tests" / "simulators"
 
 
 def _ensure_collection_link():

@@ -1,1 +1,0 @@
-"""A test double of the SPIRE server/agent command line (never shipped; see tests/simulators/README.md)."""
