@@ -174,11 +174,11 @@ class Lab:
 
     @property
     def root_ca(self):
-        return self.ca_dir / "swtpm-localca-rootca-cert.pem"
+        return self.ca_dir / swtpm.ROOT_CA_FILE
 
     @property
     def intermediate_ca(self):
-        return self.ca_dir / "issuercert.pem"
+        return self.ca_dir / swtpm.INTERMEDIATE_CA_FILE
 
     @property
     def ca_bundle(self):
@@ -537,9 +537,9 @@ def write_inventory(lab):
     lab.inventory.write_text("\n".join(lines) + "\n")
 
 
-def write_ca_bundle(lab):
+def write_ca_bundle(lab, manufacturer):
     if lab.root_ca.exists() and lab.intermediate_ca.exists():
-        lab.ca_bundle.write_text(lab.root_ca.read_text() + lab.intermediate_ca.read_text())
+        manufacturer.bundle(lab.ca_bundle)
         certs = lab.ca_dir / "certs"
         certs.mkdir(exist_ok=True)
         (certs / "manufacturer-root.pem").write_text(lab.root_ca.read_text())
@@ -560,7 +560,7 @@ def up(lab):
         manufacture(h, setup)
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(lambda h: manufacture(h, setup), [h for h in todo if h not in first]))
-    write_ca_bundle(lab)
+    write_ca_bundle(lab, setup)
     for h in lab.hosts:
         write_host_files(lab, h)
 

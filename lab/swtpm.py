@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 SETUP_OPTIONS = "/etc/swtpm-localca.options"
+# File names swtpm_localca gives the manufacturer's root and the intermediate that issues EK certificates.
+ROOT_CA_FILE = "swtpm-localca-rootca-cert.pem"
+INTERMEDIATE_CA_FILE = "issuercert.pem"
 
 
 class SwtpmError(Exception):
@@ -53,12 +56,12 @@ class Manufacturer:
     @property
     def root_ca(self):
         """The manufacturer's root certificate (PEM path); exists once a TPM with EK certificates was made."""
-        return self.dir / "swtpm-localca-rootca-cert.pem"
+        return self.dir / ROOT_CA_FILE
 
     @property
     def intermediate_ca(self):
         """The intermediate that issues the EK certificates (PEM path)."""
-        return self.dir / "issuercert.pem"
+        return self.dir / INTERMEDIATE_CA_FILE
 
     def bundle(self, dest):
         """Root + intermediate in one PEM file (SPIRE's endorsement_ca_path has no intermediates pool)."""
