@@ -232,6 +232,8 @@ class SpireAgent(_Daemon):
         self.node_attestor = node_attestor
         self.socket_path = self.sockdir / "api.sock"
         self.admin_socket_path = self.sockdir / "admin.sock"
+        # Workloads of other uids (fetch_x509(uid=...)) must reach the Workload API socket: mkdtemp made it 0700.
+        os.chmod(self.sockdir, 0o755)
         self.data_dir = self.dir / "data"
         self.bundle_path = self.dir / "bootstrap.crt"
         self.agent_extra = agent_extra
