@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Install everything the lab and the tests need on a fresh Debian bookworm machine (root), idempotently:
 # Debian packages (swtpm, tpm2-tools, libtss2, Go + the step-ca library, sshd, chromium) and a venv with the
-# pinned Python requirements. Sourced by scripts/lab.sh and scripts/test.sh; prints what it does.
+# pinned Python requirements. Sourced by scripts/lab.sh and scripts/test.sh; prints what it does. The caller's shell
+# options are restored at the end (sourcing it by hand does not leave errexit/pipefail on in an interactive shell).
+__bootstrap_flags="$-"
+__bootstrap_pipefail=off
+if shopt -qo pipefail; then __bootstrap_pipefail=on; fi
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SPIRE_TPM_VENV:-$ROOT/.build/venv}"
@@ -39,3 +43,7 @@ export PATH="$VENV/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$COLL_ROOT"
 export TSS2_LOG="all+NONE"
 export SPIRE_TPM_ROOT="$ROOT" SPIRE_TPM_VENV="$VENV"
+case "$__bootstrap_flags" in *e*) ;; *) set +e ;; esac
+case "$__bootstrap_flags" in *u*) ;; *) set +u ;; esac
+[ "$__bootstrap_pipefail" = on ] || set +o pipefail
+unset __bootstrap_flags __bootstrap_pipefail
