@@ -33,7 +33,7 @@ from devid_testlib import DevIDCA  # noqa: E402
 from support import spire as spire_support  # noqa: E402
 from support.swtpm import SwTPM  # noqa: E402
 
-from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import devid  # noqa: E402
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import devid_csr  # noqa: E402
 
 os.environ.setdefault("TSS2_LOG", "all+NONE")
 
@@ -104,7 +104,7 @@ def main():
             for kt in ("rsa", "ecc"):
                 d = tmp / kt
                 d.mkdir()
-                devid.ensure_devid_csr(tcti=tpm.tcti, key_type=kt, pub_path=str(d / "devid.pub"),
+                devid_csr.ensure_devid_csr(tcti=tpm.tcti, key_type=kt, pub_path=str(d / "devid.pub"),
                                        priv_path=str(d / "devid.priv"), csr_path=str(d / "devid.csr"),
                                        common_name="bench-%s.example.org" % kt)
                 leaf = ca.issue(d / "devid.csr", d / "devid.crt")

@@ -185,7 +185,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError, fail_module
 
 try:
-    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import devid
+    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import devid, devid_csr
     from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.context import HAS_PYTSS
     IMPORT_ERROR = None
 except ImportError:  # pragma: no cover
@@ -219,7 +219,7 @@ def main():
         module.fail_json(msg=missing_required_lib("cryptography"), exception=str(devid.CRYPTOGRAPHY_IMPORT_ERROR))
     p = module.params
     try:
-        result = devid.ensure_devid_csr(
+        result = devid_csr.ensure_devid_csr(
             tcti=p["tcti"], key_type=p["key_type"], pub_path=p["pub_path"], priv_path=p["priv_path"],
             csr_path=p["csr_path"], common_name=p["common_name"], subject=p["subject"],
             subject_alt_names=p["subject_alt_names"], devid_password=p["devid_password"],

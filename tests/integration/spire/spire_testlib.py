@@ -134,12 +134,12 @@ class DevID:
         from cryptography import x509
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.hazmat.primitives.serialization import Encoding
-        from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import devid
+        from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import devid_csr
         base = Path(base)
         base.mkdir(parents=True, exist_ok=True)
         self.cn = cn
         self.pub_path, self.priv_path, csr_path = base / "devid.pub", base / "devid.priv", base / "devid.csr"
-        res = devid.ensure_devid_csr(tcti=tpm.tcti, key_type="rsa", pub_path=str(self.pub_path),
+        res = devid_csr.ensure_devid_csr(tcti=tpm.tcti, key_type="rsa", pub_path=str(self.pub_path),
                                      priv_path=str(self.priv_path), csr_path=str(csr_path), common_name=cn)
         csr = x509.load_pem_x509_csr(res["csr"].encode())
         root_key, inter_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError
-from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import attest, devid
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import attest, devid, devid_csr
 
 # TPMA_OBJECT bits (TPM 2.0 Part 2, 8.3)
 FIXEDTPM, FIXEDPARENT, SDO, USERWITHAUTH, NODA = 0x2, 0x10, 0x20, 0x40, 0x400
@@ -109,26 +109,26 @@ def test_check_devid_public_rejects_what_spire_rejects():
 
 
 def test_subject_order_and_attributes():
-    name = devid.build_subject("node1.example.org", {"O": "Acme", "OU": ["Ops", "Edge"], "serialNumber": "SN42",
+    name = devid_csr.build_subject("node1.example.org", {"O": "Acme", "OU": ["Ops", "Edge"], "serialNumber": "SN42",
                                                      "C": "DE"})
     oids = [a.oid for a in name]
     assert oids == [NameOID.COUNTRY_NAME, NameOID.ORGANIZATION_NAME, NameOID.ORGANIZATIONAL_UNIT_NAME,
                     NameOID.ORGANIZATIONAL_UNIT_NAME, NameOID.COMMON_NAME, NameOID.SERIAL_NUMBER]
     assert name.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value == "SN42"
     with pytest.raises(SpireTpmError, match="unsupported attribute"):
-        devid.build_subject("x", {"CN": "y"})
+        devid_csr.build_subject("x", {"CN": "y"})
     with pytest.raises(SpireTpmError, match="two-letter"):
-        devid.build_subject("x", {"C": "Germany"})
+        devid_csr.build_subject("x", {"C": "Germany"})
 
 
 def test_sans():
-    sans = devid.parse_sans(["DNS:a.example", "IP:192.0.2.1", "ip:2001:db8::1", "URI:spiffe://td/x", "email:a@b.c"])
+    sans = devid_csr.parse_sans(["DNS:a.example", "IP:192.0.2.1", "ip:2001:db8::1", "URI:spiffe://td/x", "email:a@b.c"])
     assert [type(s).__name__ for s in sans] == ["DNSName", "IPAddress", "IPAddress", "UniformResourceIdentifier",
                                                 "RFC822Name"]
     assert str(sans[2].value) == "2001:db8::1"
     for bad, msg in (("a.example", "no type prefix"), ("IP:notanip", "not an IP"), ("X400:foo", "unknown type")):
         with pytest.raises(SpireTpmError, match=msg):
-            devid.parse_sans([bad])
+            devid_csr.parse_sans([bad])
 
 
 def _csr(key, name, sans=()):
@@ -141,15 +141,15 @@ def _csr(key, name, sans=()):
 def test_csr_matches_key_subject_and_sans():
     key = ec.generate_private_key(ec.SECP256R1())
     other = ec.generate_private_key(ec.SECP256R1())
-    name = devid.build_subject("n1", {"O": "Acme"})
-    sans = devid.parse_sans(["DNS:n1", "IP:127.0.0.1"])
+    name = devid_csr.build_subject("n1", {"O": "Acme"})
+    sans = devid_csr.parse_sans(["DNS:n1", "IP:127.0.0.1"])
     pem = _csr(key, name, sans)
-    assert devid.csr_matches(pem, key.public_key(), name, list(reversed(sans)))
-    assert not devid.csr_matches(pem, other.public_key(), name, sans)
-    assert not devid.csr_matches(pem, key.public_key(), devid.build_subject("n2", {"O": "Acme"}), sans)
-    assert not devid.csr_matches(pem, key.public_key(), name, sans[:1])
-    assert not devid.csr_matches(b"garbage", key.public_key(), name, sans)
-    assert not devid.csr_matches(None, key.public_key(), name, sans)
+    assert devid_csr.csr_matches(pem, key.public_key(), name, list(reversed(sans)))
+    assert not devid_csr.csr_matches(pem, other.public_key(), name, sans)
+    assert not devid_csr.csr_matches(pem, key.public_key(), devid_csr.build_subject("n2", {"O": "Acme"}), sans)
+    assert not devid_csr.csr_matches(pem, key.public_key(), name, sans[:1])
+    assert not devid_csr.csr_matches(b"garbage", key.public_key(), name, sans)
+    assert not devid_csr.csr_matches(None, key.public_key(), name, sans)
 
 
 def test_trust_domain_and_agent_id():
