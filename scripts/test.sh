@@ -28,13 +28,39 @@ run_pytest() {
 
 run_molecule() {
   if [ ! -d molecule ] || [ -z "$(ls -A molecule 2>/dev/null)" ]; then echo "molecule: no scenarios yet"; return 0; fi
-  # MOLECULE_SCENARIOS="a b" restricts the run (default: every scenario under molecule/).
-  local scenarios="${MOLECULE_SCENARIOS:-$(cd molecule && ls -d */ | tr -d /)}"
-  local scenario
-  for scenario in $scenarios; do
-    echo "== molecule test -s $scenario"
-    molecule test -s "$scenario"
+  # MOLECULE_SCENARIOS="a b" restricts the run (default: every scenario under molecule/, the longest first).
+  # MOLECULE_JOBS scenarios run at once (default 2): each brings its own lab (own name, subnet, step-ca, SPIRE), so
+  # they are independent. Each scenario's output goes to .build/molecule-logs/<scenario>.log; a line is printed when
+  # one ends, and every log in full once all have ended.
+  local scenarios="${MOLECULE_SCENARIOS:-tpm_host default migration spire_roles migration_newest audit}"
+  local extra s
+  for s in $(cd molecule && ls -d */ | tr -d /); do
+    case " $scenarios " in *" $s "*) ;; *) [ -n "${MOLECULE_SCENARIOS:-}" ] || extra="${extra:-} $s" ;; esac
   done
+  scenarios="$scenarios ${extra:-}"
+  local jobs="${MOLECULE_JOBS:-2}" logs="$ROOT/.build/molecule-logs"
+  rm -rf "$logs"; mkdir -p "$logs"
+  for s in $scenarios; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+    echo "== molecule test -s $s (started at $((SECONDS - t0)) s)"
+    ( begin=$SECONDS; rc=0
+      molecule test -s "$s" >"$logs/$s.log" 2>&1 || rc=$?
+      echo "$s $rc $((SECONDS - begin))" >>"$logs/results"
+      echo "== molecule $s: rc=$rc in $((SECONDS - begin)) s" ) &
+  done
+  wait
+  for s in $scenarios; do
+    echo "== molecule test -s $s: log"
+    cat "$logs/$s.log"
+  done
+  local failed=0 name rc secs
+  echo "== molecule summary"
+  while read -r name rc secs; do
+    printf '    %-18s rc=%s %5s s\n' "$name" "$rc" "$secs"
+    [ "$rc" = 0 ] || failed=1
+  done <"$logs/results"
+  [ "$(wc -l <"$logs/results")" -eq "$(echo $scenarios | wc -w)" ] || failed=1
+  return "$failed"
 }
 
 run_sanity() {
