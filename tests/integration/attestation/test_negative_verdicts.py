@@ -24,7 +24,7 @@ from attest_testlib import (SPIRE_VERSIONS, assert_tpm_clean, ek_bundle, error_t
                             tpm_devid_agent_data, tpm_devid_server_data, verify_task)
 from devid_testlib import DevIDCA, spire_format_from_tools
 
-from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import devid as devid_mod
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import devid_csr as devid_csr_mod
 
 pytestmark = pytest.mark.stepca
 
@@ -106,8 +106,8 @@ def _sha1_leaf(ca, csr_path, out_path):
 def _new_devid(tpm, d, name, kt="rsa", **kw):
     """Set-up only (devid_csr is proven through ansible-playbook in test_first_start): key + CSR in the TPM."""
     paths = {k: str(d / ("%s.%s" % (name, k))) for k in ("pub", "priv", "csr")}
-    devid_mod.ensure_devid_csr(tcti=tpm.tcti, key_type=kt, pub_path=paths["pub"], priv_path=paths["priv"],
-                               csr_path=paths["csr"], common_name="%s.example.org" % name.replace("_", "-"), **kw)
+    devid_csr_mod.ensure_devid_csr(tcti=tpm.tcti, key_type=kt, pub_path=paths["pub"], priv_path=paths["priv"],
+                                   csr_path=paths["csr"], common_name="%s.example.org" % name.replace("_", "-"), **kw)
     return {k: Path(v) for k, v in paths.items()}
 
 
