@@ -231,12 +231,27 @@ def normalize_baseline(baseline):
 
 
 def load_baseline_file(path):
-    """Read a JSON or YAML baseline file → normalized baseline."""
+    """Read a JSON or YAML baseline file → normalized baseline.
+
+    Every way the file can be wrong (unreadable, not UTF-8 text, neither JSON nor YAML, not a mapping of banks,
+    bad digests) is a SpireTpmError naming the file, what was wrong and what to write instead.
+    """
+    fix = ("write the file as JSON or YAML in UTF-8: a mapping bank → {pcr index: hex digest}, for example the "
+           "ansible_facts.tpm_pcrs of tpm_pcr_facts or the output of tpm2_pcrread")
     try:
-        with open(path, "r") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read()
     except (IOError, OSError) as e:
-        raise SpireTpmError("cannot read baseline_file %s: %s" % (path, e), "check the path on the managed host")
+        raise SpireTpmError("cannot read baseline_file %s: %s" % (path, e.strerror or e),
+                            "check the path on the managed host and that the task's user may read it")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpireTpmError("baseline_file %s is not UTF-8 text (byte 0x%02x at offset %d): a binary file such as a "
+                            "TPM event log or a tpm2_pcrread -o dump is not a baseline"
+                            % (path, raw[e.start], e.start), fix)
+    if not text.strip():
+        raise SpireTpmError("baseline_file %s is empty" % path, fix)
     try:
         data = json.loads(text)
     except ValueError:
@@ -246,9 +261,15 @@ def load_baseline_file(path):
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise SpireTpmError("baseline_file %s is neither JSON nor YAML: %s" % (path, e),
-                                "write it as JSON/YAML mapping bank → {pcr: hex}")
-    return normalize_baseline(data)
+            raise SpireTpmError("baseline_file %s is neither JSON nor YAML: %s" % (path, str(e).replace("\n", " ")),
+                                fix)
+    if not isinstance(data, dict):
+        raise SpireTpmError("baseline_file %s holds a %s, not a mapping of PCR banks"
+                            % (path, "null document" if data is None else type(data).__name__), fix)
+    try:
+        return normalize_baseline(data)
+    except SpireTpmError as e:
+        raise SpireTpmError("baseline_file %s: %s" % (path, e.cause), e.fix)
 
 
 def drift(baseline, values):
