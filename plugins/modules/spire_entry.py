@@ -28,6 +28,18 @@ description:
     when O(store_svid=true); non-negative TTLs; DNS names); an invalid declaration changes nothing.
   - What only the server can know is reported per entry, for example a O(federates_with) trust domain the server
     has no bundle for, or a trust domain that is not the server's.
+  - Selectors that could never match are refused before the first call, for every entry to be present (entries
+    with O(state=absent) are not checked, so a bad entry can always be deleted). The type must be one SPIRE can emit
+    (the built-in node attestors, workload attestors and SVIDStores of SPIRE 1.13 and 1.15, the server's
+    C(spiffe_id), the external spire-tpm-plugin's C(tpm:pub_hash:<hash>)) or be listed in O(allow_selector_types);
+    node attestor selectors only on node aliases (parent C(spiffe://<trust domain>/spire/server)), workload
+    attestor selectors only on entries parented to an agent or a node alias, SVIDStore selectors only with
+    O(store_svid=true); the values of most built-in types must start as the plugin emits them (for example
+    C(tpm_devid:subject:cn:), C(issuer:cn:), C(ca:fingerprint:)). C(tpm:pcr:...) selectors are refused, as no SPIRE
+    attestor emits PCR selectors; boot state is enforced by the collection's boot-state gate
+    (C(playbooks/boot_state.yml), host variable C(boot_state_policy)).
+  - Where the verdict depends on the SPIRE version (for example C(spiffe_id) node selectors exist from SPIRE 1.15,
+    C(azure_imds) and C(slurm) only in 1.15), the version is read from C(spire_server_bin --version).
 author:
   - trustroot.spire_tpm contributors (@trustroot)
 extends_documentation_fragment:
@@ -51,6 +63,7 @@ options:
     description:
       - Selectors as C(type:value) strings, for example C(tpm_devid:subject:cn:host1) or C(unix:uid:1000).
       - The value may contain colons. Order does not matter.
+      - A selector no SPIRE attestor could emit for this kind of entry is refused (see O(allow_selector_types)).
     type: list
     elements: str
   x509_svid_ttl:
@@ -159,6 +172,15 @@ options:
         description: C(present) or C(absent); defaults to the top-level O(state).
         type: str
         choices: [present, absent]
+  allow_selector_types:
+    description:
+      - Selector types accepted without any check, for the types a custom (external) plugin emits.
+      - A plugin's selectors carry the name it is configured under in the server or agent configuration, for
+        example C(my_attestor) for C(WorkloadAttestor "my_attestor").
+      - Applies to O(selectors) and to the selectors of every item of O(entries).
+    type: list
+    elements: str
+    default: []
   purge:
     description:
       - Delete the entries inside O(purge_scope) that are not declared.
@@ -207,6 +229,14 @@ EXAMPLES = r"""
     purge: true
     purge_scope:
       spiffe_id_prefix: spiffe://example.org/web/
+
+- name: A workload attested by a custom external WorkloadAttestor "my_attestor"
+  trustroot.spire_tpm.spire_entry:
+    spiffe_id: spiffe://example.org/batch/runner
+    parent_id: spiffe://example.org/node/web1
+    selectors:
+      - my_attestor:queue:nightly
+    allow_selector_types: [my_attestor]
 """
 
 RETURN = r"""
@@ -260,7 +290,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError, fail_module
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.spire import entries as E
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.spire import selectors as S
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.spire.cli import DEFAULT_SERVER_BIN, SpireCli
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.spire.config_catalog import binary_version
 
 SINGLE_OPTIONS = ("parent_id", "node", "selectors") + E.FIELDS
 
@@ -303,6 +335,7 @@ def argument_spec():
         entry_expiry=dict(type="int"),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         entries=dict(type="list", elements="dict", options=entry_suboptions()),
+        allow_selector_types=dict(type="list", elements="str", default=[]),
         purge=dict(type="bool", default=False),
         purge_scope=dict(type="dict", options=dict(parent_id=dict(type="str"), spiffe_id_prefix=dict(type="str"))),
     )
@@ -338,7 +371,11 @@ def main():
     params = module.params
     result = dict(changed=False, created=[], updated=[], deleted=[], entries=[], summary={})
     try:
-        desired = E.normalize_all(declared(params))
+        # Selectors that could never match are refused here, before any call; the binary is asked for its version
+        # only when a verdict depends on it.
+        version = S.lazy_version(lambda: binary_version(params["spire_server_bin"]))
+        check = S.entry_selector_check(params["allow_selector_types"], version)
+        desired = E.normalize_all(declared(params), selector_check=check)
         scope = E.check_scope(params["purge"], params["purge_scope"])
         cli = SpireCli(module.run_command, params["spire_server_bin"], params["socket_path"])
         current = [E.normalize_current(e) for e in cli.entry_show()]

@@ -74,11 +74,12 @@ def _int_field(spec, name, problems, label, maximum):
     return value
 
 
-def normalize_desired(spec, index=None, problems=None):
+def normalize_desired(spec, index=None, problems=None, selector_check=None):
     """One desired entry (module options) → comparable dict; problems are appended to ``problems``.
 
     Returns None when the entry is unusable (its problems recorded). ``node: true`` parents the entry to
-    ``spiffe://<td>/spire/server`` (a node alias).
+    ``spiffe://<td>/spire/server`` (a node alias). ``selector_check(parent_id, selectors, store_svid)`` (see
+    selectors.entry_selector_check) lists why selectors of an entry to be present could never match.
     """
     own = problems if problems is not None else []
     label = "entries[%d]" % index if index is not None else "entry"
@@ -112,6 +113,9 @@ def normalize_desired(spec, index=None, problems=None):
         problem = ids.selector_problem(sel)
         if problem:
             own.append("%s: %s" % (label, problem))
+    if selector_check is not None and parent_id and (spec.get("state") or "present") == "present":
+        own.extend("%s: %s" % (label, problem)
+                   for problem in selector_check(parent_id, selectors, bool(spec.get("store_svid"))))
     if spec.get("store_svid") and len(set(str(sel).partition(":")[0] for sel in selectors)) > 1:
         own.append("%s: with store_svid all selectors must have the same type (SPIRE refuses mixed types)" % label)
     federates_with = []
@@ -158,13 +162,13 @@ def normalize_desired(spec, index=None, problems=None):
     }
 
 
-def normalize_all(specs):
+def normalize_all(specs, selector_check=None):
     """Normalise a list of desired entries; raise one SpireTpmError listing every problem (before any call)."""
     problems = []
     out = []
     seen = {}
     for i, spec in enumerate(specs):
-        entry = normalize_desired(spec, i, problems)
+        entry = normalize_desired(spec, i, problems, selector_check)
         if entry is None:
             continue
         key = identity(entry)

@@ -49,7 +49,9 @@ def test_core_lifecycle(run_playbook, spire_server_factory, recorder, version):
     foreign = {k: v for k, v in by_spiffe(srv).items()}
 
     decl = [entry(1, x509_svid_ttl=3600, dns_names=["w1.example.org", "alt.example.org"]),
-            entry(2, jwt_svid_ttl=120, admin=True, downstream=True, store_svid=True, entry_expiry=4102444800),
+            # store_svid: the agent hands the entry to the SVIDStore its selector type names, so an SVIDStore's type
+            entry(2, jwt_svid_ttl=120, admin=True, downstream=True, store_svid=True, entry_expiry=4102444800,
+                  selectors=["aws_secretsmanager:secretname:w2"]),
             {"spiffe_id": ALIAS, "node": True, "selectors": ["tpm_devid:subject:cn:web1.example.org"]}]
 
     # 1. create: one read, one batched create
@@ -64,6 +66,7 @@ def test_core_lifecycle(run_playbook, spire_server_factory, recorder, version):
         (120, True, True, True, "4102444800")
     assert sid(alias["parent_id"]) == "spiffe://example.org/spire/server"  # node: true → parented to the server
     assert alias["selectors"] == [{"type": "tpm_devid", "value": "subject:cn:web1.example.org"}]
+    assert w2["selectors"] == [{"type": "aws_secretsmanager", "value": "secretname:w2"}]
     assert sorted(c["id"] for c in r["created"]) == sorted(e["id"] for e in (w1, w2, alias))
     assert sorted(e["id"] for e in r["entries"]) == sorted(e["id"] for e in (w1, w2, alias))
 
@@ -211,6 +214,112 @@ def test_invalid_inputs_change_nothing(run_playbook, spire_server, recorder):
         refused = out.returncode != 0 or json.loads(out.stdout)["results"][0]["status"]["code"] != 0
         assert refused is server_refuses, (bad, out.stdout, out.stderr)
     assert raw_show(spire_server) == before
+
+
+def entry_count(server):
+    """The real server's ``entry count``."""
+    out = server.run("entry", "count", "-socketPath", server.socket_path, "-output", "json")
+    assert out.returncode == 0, out.stderr
+    return int(json.loads(out.stdout).get("count", 0))
+
+
+PCR = "tpm:pcr:0:" + "3d" * 32
+# (name, declared entries, words the message must hold): each refused before anything reaches the server
+CANNOT_MATCH = [
+    ("pcr workload", [entry(2, selectors=["unix:uid:2", PCR])],
+     ["entries[0] (%s): selector %r can never match" % (W % 2, PCR), "no SPIRE attestor emits PCR",
+      "playbooks/boot_state.yml", "boot_state_policy"]),
+    ("pcr alias", [{"spiffe_id": ALIAS, "node": True, "selectors": [PCR]}], ["no SPIRE attestor emits PCR"]),
+    ("unknown type", [entry(2), entry(3, selectors=["my_attestor:queue:nightly"])],
+     ["entries[1] (%s): selector 'my_attestor:queue:nightly' has type 'my_attestor'" % (W % 3),
+      "workloads: docker, k8s", "add 'my_attestor' to allow_selector_types"]),
+    ("node selector on a workload", [entry(2, selectors=["tpm_devid:subject:cn:web1.example.org"])],
+     ["is a node selector", "node: true"]),
+    ("workload selector on an alias", [{"spiffe_id": ALIAS, "node": True, "selectors": ["unix:uid:0"]}],
+     ["is a workload selector", "node alias"]),
+    ("store_svid with unix", [entry(2, store_svid=True)], ["store_svid: true", "SVIDStore"]),
+    ("tpm_devid value", [{"spiffe_id": ALIAS, "node": True, "selectors": ["tpm_devid:fingerprint:" + "ab" * 20]}],
+     ["subject:cn:, issuer:cn:, ca:fingerprint:"]),
+]
+
+
+def test_selectors_that_cannot_match_are_refused(run_playbook, spire_server, recorder):
+    seed(spire_server, [request(W % 1, NODE, "unix:uid:1"),
+                        # an entry that never matched, made straight through the CLI (the server takes anything)
+                        request(W % 9, NODE, "unix:uid:9", PCR)])
+    rec = recorder(spire_server)
+    opts = opts_for(spire_server, rec.path)
+    before, count = raw_show(spire_server), entry_count(spire_server)
+    assert count == 2
+    tasks = []
+    for name, decl, _words in CANNOT_MATCH:
+        tasks.append(task(name, dict(opts, entries=decl), ignore_errors=True))
+        tasks.append(task(name + " (check)", dict(opts, entries=decl), ignore_errors=True, check_mode=True))
+    tasks.append(task("single", dict(opts, spiffe_id=W % 5, parent_id=NODE, selectors=[PCR]), ignore_errors=True))
+    tasks.append(task("allowed elsewhere", dict(opts, entries=CANNOT_MATCH[2][1],
+                                                allow_selector_types=["other_attestor"]), ignore_errors=True))
+    tasks.append(task("bad allow", dict(opts, entries=[entry(2)], allow_selector_types=["tpm:pcr"]),
+                      ignore_errors=True))
+    res = run_playbook(tasks, expect_rc=0)
+    for name, _decl, words in CANNOT_MATCH:
+        for tname in (name, name + " (check)"):
+            r = res.task(tname)
+            assert r["failed"] is True and r["changed"] is False, (tname, r)
+            assert "invalid registration entries, nothing was changed" in r["msg"], r["msg"]
+            for w in words:
+                assert w in r["msg"], (tname, w, r["msg"])
+    r = res.task("single")
+    assert r["failed"] is True and "(%s): selector %r can never match" % (W % 5, PCR) in r["msg"]
+    assert "my_attestor" in res.task("allowed elsewhere")["msg"]
+    assert "not a selector type" in res.task("bad allow")["msg"]
+    assert "Traceback" not in res.stdout
+    assert rec.calls() == []  # nothing was sent to the server (not even an entry show)
+    assert entry_count(spire_server) == count and raw_show(spire_server) == before
+
+    # a custom plugin's type goes through with allow_selector_types (check mode first: planned, nothing written)
+    custom = dict(opts, entries=[entry(1), entry(3, selectors=["my_attestor:queue:nightly"])],
+                  allow_selector_types=["my_attestor"])
+    r = run_playbook([task("plan", custom)], check=True, expect_rc=0).task("plan")
+    assert r["changed"] is True and r["summary"]["create"] == 1 and entry_count(spire_server) == count
+    r = run_playbook([task("custom", custom)], expect_rc=0).task("custom")
+    assert r["changed"] is True and [c["spiffe_id"] for c in r["created"]] == [W % 3]
+    assert entry_count(spire_server) == count + 1
+    assert only(by_spiffe(spire_server), W % 3)["selectors"] == [{"type": "my_attestor", "value": "queue:nightly"}]
+
+    # the entry that never matched can still be deleted (entries to be absent are not checked)
+    r = run_playbook([task("delete", dict(opts, spiffe_id=W % 9, parent_id=NODE, selectors=["unix:uid:9", PCR],
+                                          state="absent"))], expect_rc=0).task("delete")
+    assert r["changed"] is True and [d["spiffe_id"] for d in r["deleted"]] == [W % 9]
+    assert entry_count(spire_server) == count and W % 9 not in by_spiffe(spire_server)
+
+
+@pytest.mark.parametrize("version", [spire_support.DEFAULT_VERSION, spire_support.NEWEST_VERSION])
+def test_spiffe_id_node_selector_depends_on_the_version(run_playbook, spire_server_factory, recorder, version):
+    """A node alias selecting agents by spiffe_id:<agent ID> can match only from SPIRE 1.15 (with
+    agent_spiffe_id_as_selector); the module asks the binary for its version only then. The token generate
+    entry shape (parent the agent ID, selector spiffe_id:<agent ID>) is accepted on every version."""
+    srv = spire_server_factory(version=version)
+    rec = recorder(srv)
+    opts = opts_for(srv, rec.path)
+    agent = "spiffe://example.org/spire/agent/join_token/0f1e2d3c-0000-4000-8000-000000000000"
+    token_alias = {"spiffe_id": "spiffe://example.org/host/a3", "parent_id": agent, "selectors": ["spiffe_id:" + agent]}
+    by_id = {"spiffe_id": ALIAS, "node": True, "selectors": ["spiffe_id:" + agent]}
+    r = run_playbook([task("token alias", dict(opts, entries=[token_alias]))], expect_rc=0).task("token alias")
+    assert r["changed"] is True
+    assert rec.words() == [["entry", "show"], ["entry", "create"]]  # no version asked: every version accepts it
+    rec.reset()
+    count = entry_count(srv)
+    old_line = version.startswith("1.13.")
+    r = run_playbook([task("alias", dict(opts, entries=[by_id]))], expect_rc=2 if old_line else 0).task("alias")
+    if old_line:
+        assert r["failed"] is True and "can never match on a node alias with SPIRE %s" % version in r["msg"]
+        assert "agent_spiffe_id_as_selector" in r["msg"]
+        assert rec.calls() == [["--version"]]  # the binary's version, nothing sent to the server
+        assert entry_count(srv) == count
+    else:
+        assert r["changed"] is True
+        assert rec.words()[0] == ["--version"] and rec.words()[1:] == [["entry", "show"], ["entry", "create"]]
+        assert entry_count(srv) == count + 1
 
 
 def test_check_and_diff_mode_change_nothing(run_playbook, spire_server, recorder):
