@@ -122,7 +122,7 @@ class _Reader:
 
 def _utf16(raw):
     """UTF-16LE text up to the first NUL character; undecodable units become U+FFFD."""
-    return bytes(raw[:len(raw) - len(raw) % 2]).decode("utf-16-le", "replace").split("\x00")[0]
+    return bytes(raw[:len(raw) - len(raw) % 2]).decode("utf-16-le", "replace").split("\x00", 1)[0]
 
 
 def _printable(text):
@@ -481,8 +481,9 @@ def replay(log_or_events, banks=None, pcrs=None):
                                     "hashlib cannot compute %s" % b, "replay one of the banks the log carries: %s"
                                     % (", ".join(x for x in present if _hasher(x)) or "none"))
     locality = _startup_locality(events)
-    measured = set(ev["pcr"] for ev in events if ev.get("type") != EV_NO_ACTION) | ({0} if locality is not None
-                                                                                     else set())
+    measured = set(ev["pcr"] for ev in events if ev.get("type") != EV_NO_ACTION)
+    if locality is not None:
+        measured.add(0)
     selected = sorted(measured) if pcrs is None else normalize_pcrs(pcrs)
     out = {}
     for bank in wanted:
@@ -542,9 +543,12 @@ def _detail(old, new):
     for key, label in (("enabled", "enabled"), ("entries", "entries"), ("description", "description"),
                        ("file_path", "path"), ("text", "text"), ("boot_order", "order")):
         if key in a and key in b and a[key] != b[key]:
-            show = (lambda v: ",".join(v) if isinstance(v, list) else str(v))
-            bits.append("%s %s -> %s" % (label, show(a[key]), show(b[key])))
+            bits.append("%s %s -> %s" % (label, _show(a[key]), _show(b[key])))
     return " (%s)" % "; ".join(bits) if bits else ""
+
+
+def _show(value):
+    return ",".join(value) if isinstance(value, list) else str(value)
 
 
 def _side(ev):
@@ -556,8 +560,8 @@ def _finding(change, old, new):
     if change == "changed":
         text = "%s: digest changed%s" % (describe_event(new), _detail(old, new))
     else:
-        text = "%s: %s (sha256 %s...)" % (describe_event(ev), change, (ev.get("digests", {}).get("sha256")
-                                                                      or ev.get("data_sha256") or "?")[:16])
+        digest = ev.get("digests", {}).get("sha256") or ev.get("data_sha256") or "?"
+        text = "%s: %s (sha256 %s...)" % (describe_event(ev), change, digest[:16])
     return {"pcr": ev.get("pcr"), "type_name": ev.get("type_name") or event_type_name(ev.get("type", 0)),
             "change": change, "description": text, "baseline": _side(old), "current": _side(new)}
 
@@ -574,6 +578,10 @@ def _pair_block(olds, news):
     out = [_finding("changed", old, news[paired[i]]) if i in paired else _finding("removed", old, None)
            for i, old in enumerate(olds)]
     return out + [_finding("added", None, new) for j, new in enumerate(news) if j not in paired.values()]
+
+
+def _align_key(ev, bank):
+    return ev.get("type"), ev.get("digests", {}).get(bank)
 
 
 def compare_logs(baseline_events, current_events, pcrs=None):
@@ -593,8 +601,8 @@ def compare_logs(baseline_events, current_events, pcrs=None):
             continue
         olds = [ev for ev in old_all if ev["pcr"] == p]
         news = [ev for ev in new_all if ev["pcr"] == p]
-        key = (lambda ev: (ev.get("type"), ev.get("digests", {}).get(bank)))
-        sm = difflib.SequenceMatcher(None, [key(e) for e in olds], [key(e) for e in news], autojunk=False)
+        sm = difflib.SequenceMatcher(None, [_align_key(e, bank) for e in olds], [_align_key(e, bank) for e in news],
+                                     autojunk=False)
         for op, i1, i2, j1, j2 in sm.get_opcodes():
             if op != "equal":
                 findings.extend(_pair_block(olds[i1:i2], news[j1:j2]))

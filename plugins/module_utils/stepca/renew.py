@@ -12,10 +12,16 @@ Command line (what the role's timer/cron job runs; logs go to stdout/stderr, i.e
         --cert /etc/spire/agent/devid.crt --ca-url https://ca.example.net:9000 --root-fingerprint <sha256> \\
         --devid-pub /etc/spire/agent/devid.pub --devid-priv /etc/spire/agent/devid.priv \\
         [--tcti device:/dev/tpmrm0] [--devid-password-file F] [--owner-hierarchy-password-file F] \\
-        [--renew-before 30d] [--force]
+        [--renew-before 30d] [--force] [--boot-state /var/lib/trustroot/boot-state/baseline.json]
 
-Exit status: 0 renewed or not yet due, 1 failure (the message names cause and fix), 2 usage error.
-Imports nothing from Ansible.
+With ``--boot-state`` naming the host's boot-state baseline copy (written by the boot_state role) the PCRs are read
+and evaluated against that baseline (bootstate/evaluate.py) BEFORE anything is asked of the CA: the job refuses when
+the copy says ``blocked`` (an enforcement not lifted yet), or when its ``gate`` is ``enforce`` and the report has a
+finding of its ``enforce_on`` (drift by default); with gate ``report`` the finding is only logged. A missing copy
+means no gate (a host never enrolled).
+
+Exit status: 0 renewed or not yet due, 1 failure (the message names cause and fix), 2 usage error, 3 refused by the
+boot-state gate (the report is in the log). Imports nothing from Ansible.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -23,14 +29,82 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import argparse
+import json
 import os
 import stat
 import sys
 
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.bootstate import baseline as boot_baseline
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.bootstate import evaluate as boot_evaluate
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.files import atomic_write
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.stepca import issuance
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.stepca.client import StepCAClient
+
+
+EXIT_REFUSED = 3
+DEFAULT_EVENT_LOG = "/sys/kernel/security/tpm0/binary_bios_measurements"
+
+
+class BootStateRefused(Exception):
+    """The boot-state gate refuses: ``report`` is the evaluation, ``reason`` one line for the log."""
+
+    def __init__(self, reason, report):
+        Exception.__init__(self, reason)
+        self.reason = reason
+        self.report = report
+
+
+def read_boot_state_copy(path):
+    """The host's baseline copy (JSON written by the boot_state role); None when ``path`` does not exist."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except (IOError, OSError) as e:
+        if not os.path.exists(path):
+            return None
+        raise SpireTpmError("cannot read the boot-state baseline copy %s: %s" % (path, e.strerror or e),
+                            "run the job as root, or write the copy again (playbooks/boot_state.yml)")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as e:
+        raise SpireTpmError("the boot-state baseline copy %s is not JSON: %s" % (path, e),
+                            "write it again with the boot_state role (playbooks/boot_state.yml or site.yml)")
+    if not isinstance(data, dict) or "baseline" not in data:
+        raise SpireTpmError("the boot-state baseline copy %s holds no baseline" % path,
+                            "write it again with the boot_state role (playbooks/boot_state.yml or site.yml)")
+    return data
+
+
+def measure_pcrs(tcti, selection, banks):
+    """{bank: {"<pcr>": hex}} of ``selection`` in ``banks`` (the baseline's), read as one snapshot."""
+    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import pcr
+    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.context import open_tpm
+    with open_tpm(tcti) as tpm:
+        names = pcr.check_banks(banks, pcr.allocated_banks(tpm))
+        return pcr.to_hex_facts(pcr.read_pcrs(tpm, dict((b, list(selection)) for b in names)))
+
+
+def check_boot_state(copy_path, tcti=None, measure=measure_pcrs):
+    """The boot-state gate: None without a copy, else the report; BootStateRefused when the job must not renew."""
+    copy = read_boot_state_copy(copy_path)
+    if copy is None:
+        return None
+    doc = boot_baseline.current_document(copy["baseline"], "the baseline in %s" % copy_path)
+    event_log = boot_evaluate.read_event_log(copy.get("event_log_path") or DEFAULT_EVENT_LOG, required=False)
+    values = measure(tcti, doc["pcr_selection"], sorted(doc["pcrs"]))
+    report = boot_evaluate.evaluate(values, event_log, doc)
+    blocked = copy.get("blocked")
+    enforce_on = copy.get("enforce_on") or ["drift"]
+    hits = [f for f in report["findings"] if f in enforce_on]
+    if blocked:
+        raise BootStateRefused("blocked by boot_state policy %s since %s (%s); now: %s: %s" % (
+            blocked.get("policy"), blocked.get("applied_at"), blocked.get("summary"), report["status"],
+            report["summary"]), report)
+    if copy.get("gate", "enforce") != "report" and hits:
+        raise BootStateRefused("boot state %s against baseline version %s: %s" % (
+            report["status"], doc["version"], report["summary"]), report)
+    return report
 
 
 def renew_if_due(cert_path, signer_factory, client, renew_before=None, now=None, force=False):
@@ -89,7 +163,26 @@ def main(argv=None):
     p.add_argument("--owner-hierarchy-password-file", default=None)
     p.add_argument("--renew-before", default=None, help="e.g. 30d or 720h; default one third of the lifetime")
     p.add_argument("--force", action="store_true", help="renew now even when not due")
+    p.add_argument("--boot-state", default=None, help="the host's boot-state baseline copy: compare the PCRs with "
+                   "it before asking the CA, refuse on a blocked or drifted boot state (exit 3)")
     args = p.parse_args(argv)
+    if args.boot_state:
+        try:
+            report = check_boot_state(args.boot_state, args.tcti)
+        except BootStateRefused as e:
+            _say(sys.stderr, "devid-renew: REFUSED: %s: %s; nothing was asked of the CA. If the change is sanctioned "
+                 "(a planned firmware update) run playbooks/rebaseline.yml for this host with a reason" % (
+                     args.cert, e.reason))
+            for d in e.report["pcr_drift"]:
+                _say(sys.stderr, "devid-renew: drift: %s PCR %s: %s -> %s"
+                     % (d["bank"], d["pcr"], d["baseline"], d["current"]))
+            return EXIT_REFUSED
+        except SpireTpmError as e:
+            _say(sys.stderr, "devid-renew: ERROR: boot-state gate: %s" % e.message)
+            return 1
+        if report is not None and report["status"] != "ok":
+            _say(sys.stdout, "devid-renew: boot state %s (gate lets it through): %s"
+                 % (report["status"], report["summary"]))
     try:
         devid_password = _read_secret(args.devid_password_file) or os.environ.get("DEVID_PASSWORD")
         owner_password = (_read_secret(args.owner_hierarchy_password_file) or

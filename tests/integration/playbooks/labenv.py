@@ -14,12 +14,15 @@ On top of ``lab/lab.py`` (netns hosts with sshd and swtpm) it adds what the play
   ``--spire-version`` picks one of the pinned versions (default: $SPIRE_TPM_SPIRE_VERSION, else the suite's);
 * ``<state>/labenv.json``: the variables pointing the roles at all of that, and ``<state>/inventory.json``: the
   lab's inventory with those variables merged in (what the scenarios' dynamic inventory scripts print), and the
-  same as a static ``<state>/labenv-inventory.yml``.
+  same as a static ``<state>/labenv-inventory.yml``;
+* with ``--event-log``, a firmware event log per TPM host (``/run/swtpm/binary_bios_measurements`` inside the host,
+  ``boot_state_event_log_path`` in the inventory) whose digests were extended into the host's swtpm after it started
+  (``ensure_event_logs``): the measured boot the lab's swtpm otherwise lacks.
 
 Usage::
 
     labenv.py up --name NAME --subnet 10.x.y.0/24 [--stepca] [--backend local|step_ca] [--host SPEC ...]
-              [--spire-version 1.13.3]
+              [--spire-version 1.13.3] [--event-log]
     labenv.py inventory --name NAME          # JSON for an Ansible dynamic inventory (empty when not up)
     labenv.py down --name NAME               # stops step-ca, lab.py down --purge
 """
@@ -176,6 +179,45 @@ def write_inventory(name, extra_vars):
     return out
 
 
+# Where a lab host finds its firmware event log (--event-log): /run/swtpm is private to each host, beside the socket
+# of its TPM, so the "firmware" log lives with the TPM it was measured into.
+EVENT_LOG = "/run/swtpm/binary_bios_measurements"
+
+
+def ensure_event_logs(name):
+    """Give every TPM host of lab ``name`` a firmware event log that its swtpm's PCRs really hold.
+
+    swtpm's PCRs start at zero at each start, as a machine's at power-on: after each start of a host's swtpm a
+    generated TCG crypto-agile log (tests/support/eventlog_gen.py, SHA-1 + SHA-256) is written to the host's
+    EVENT_LOG and its digests are extended into that swtpm, as firmware does at boot. The swtpm pid the log was
+    extended into is remembered beside it, so a repeated ``up`` extends nothing twice. Returns {host: "extended" |
+    "kept"}.
+    """
+    sys.path.insert(0, str(ROOT / "tests" / "support"))
+    import eventlog_gen  # noqa: E402 (tests/support/eventlog_gen.py)
+    swtpm = load("swtpm")
+    state = state_dir(name)
+    out = {}
+    for spec in json.loads((state / "lab.json").read_text())["hosts"]:
+        host, flags = spec.split(":")[0], spec.split(":")[1:]
+        if "notpm" in flags:
+            continue
+        hdir = state / "hosts" / host
+        log_file = hdir / "root" / EVENT_LOG.lstrip("/")
+        marker = log_file.with_name(log_file.name + ".swtpm-pid")
+        pid = (hdir / "swtpm.pid").read_text().strip()
+        if log_file.exists() and marker.exists() and marker.read_text().strip() == pid:
+            out[host] = "kept"
+            continue
+        events = eventlog_gen.default_boot_events()
+        log_file.write_bytes(eventlog_gen.build_log(events))
+        os.chmod(log_file, 0o640)  # the kernel's copy is root's only
+        eventlog_gen.extend_tpm(swtpm.tcti(str(log_file.with_name("tpm.sock"))), events)
+        marker.write_text(pid + "\n")
+        out[host] = "extended"
+    return out
+
+
 def up(args):
     t0 = time.monotonic()
     hosts = []
@@ -183,6 +225,7 @@ def up(args):
         hosts += ["--host", h]
     lab("up", "--name", args.name, "--subnet", args.subnet, *hosts)
     state = state_dir(args.name)
+    event_logs = ensure_event_logs(args.name) if args.event_log else {}
     import ipaddress
     gateway = str(ipaddress.ip_network(args.subnet).network_address + 1)
     ca_pw = "lab-devid-ca-pw"
@@ -245,10 +288,13 @@ def up(args):
             "devid_provision_stepca_provisioner_password": info["provisioner_password"],
             "labenv_stepca_log": info["log"],
         })
+    if args.event_log:
+        # The boot_state role and tpm_boot_state read the host's log there (real hosts: securityfs).
+        v["boot_state_event_log_path"] = EVENT_LOG
     (state / "labenv.json").write_text(json.dumps(v, indent=2))
     write_inventory(args.name, v)
     print(json.dumps({"name": args.name, "inventory": str(state / "labenv-inventory.yml"),
-                      "seconds": round(time.monotonic() - t0, 1)}))
+                      "event_logs": event_logs, "seconds": round(time.monotonic() - t0, 1)}))
 
 
 def down(args):
@@ -270,6 +316,8 @@ def main(argv=None):
     p.add_argument("--subnet", default="10.220.0.0/24")
     p.add_argument("--stepca", action="store_true")
     p.add_argument("--backend", choices=["local", "step_ca"], default="local")
+    p.add_argument("--event-log", action="store_true",
+                   help="give each TPM host a generated firmware event log at %s, extended into its swtpm" % EVENT_LOG)
     p.add_argument("--list", action="store_true", help="(dynamic inventory protocol)")
     p.add_argument("--host", action="append", help="host spec passed to lab.py up (repeatable)")
     p.add_argument("--spire-version", default=os.environ.get("SPIRE_TPM_SPIRE_VERSION", spire_build.DEFAULT_VERSION),
