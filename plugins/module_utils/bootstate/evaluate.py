@@ -10,7 +10,7 @@
      "log_replays": true | false | null (no log),
      "pcr_drift": [{bank, pcr, baseline, current}],
      "replay_mismatch": [{bank, pcr, replayed, tpm}],
-     "event_changes": [eventlog.compare_logs() entries against the baseline's events],
+     "event_changes": [eventlog_compare.compare_logs() entries against the baseline's events],
      "notes": [what could not be compared and why],
      "baseline_version": n | null, "pcr_selection": [...], "summary": "PCR 7 changed: ..."}
 
@@ -34,6 +34,7 @@ import errno
 import hashlib
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.bootstate import eventlog
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.bootstate import eventlog_compare
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError
 
 SEVERITY = ("drift", "log_does_not_replay", "no_baseline")
@@ -60,7 +61,7 @@ def event_label(change):
     type_name = change.get("type_name") or "event"
     if isinstance(decoded, dict) and decoded.get("name"):
         return "%s %s" % (type_name, decoded["name"])
-    text = eventlog.describe_event({"pcr": change.get("pcr"), "type_name": type_name, "decoded": decoded})
+    text = eventlog_compare.describe_event({"pcr": change.get("pcr"), "type_name": type_name, "decoded": decoded})
     prefix = "PCR %s " % change.get("pcr")
     return text[len(prefix):] if text.startswith(prefix) else text
 
@@ -72,8 +73,8 @@ def _change_text(change):
 
 
 def compare_events(baseline_events, current_events, pcrs):
-    """eventlog.compare_logs() restricted to ``pcrs``."""
-    return eventlog.compare_logs(baseline_events, current_events, pcrs=pcrs)
+    """eventlog_compare.compare_logs() restricted to ``pcrs``."""
+    return eventlog_compare.compare_logs(baseline_events, current_events, pcrs=pcrs)
 
 
 def pcr_change_phrases(changed, event_changes, have_logs):

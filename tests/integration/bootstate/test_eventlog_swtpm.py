@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.bootstate import eventlog
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.bootstate import eventlog_compare
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import pcr as pcrmod
 from support import eventlog_gen as gen
 
@@ -136,7 +137,7 @@ def test_changed_db_is_one_finding_and_the_tpm_agrees(swtpm_factory, specs):
     db = [s for s in specs if s.get("variable") and s["variable"][1] == "db"][0]["variable"][2]
     changed = gen.with_changed_variable(specs, "db", db + gen.signature_list(gen.CERT_X509, [gen.fake_blob("x", 900)]))
     base, cur = eventlog.parse_event_log(gen.build_log(specs)), eventlog.parse_event_log(gen.build_log(changed))
-    findings = eventlog.compare_logs(base.events, cur.events)
+    findings = eventlog_compare.compare_logs(base.events, cur.events)
     assert [(f["pcr"], f["change"]) for f in findings] == [(7, "changed")]
     assert " db (d719b2cb-3d3a-4596-a3bc-dad00e67656f): digest changed" in findings[0]["description"]
     gen.extend_tpm(tpm.tcti, gen.build_log(changed))
@@ -148,7 +149,7 @@ def test_changed_db_is_one_finding_and_the_tpm_agrees(swtpm_factory, specs):
 
 def test_added_boot_application_is_an_added_finding(specs):
     cur = gen.with_added_event(specs, gen.image_event("\\EFI\\BOOT\\grubx64-unsigned.efi"))
-    findings = eventlog.compare_logs(eventlog.parse_event_log(gen.build_log(specs)),
+    findings = eventlog_compare.compare_logs(eventlog.parse_event_log(gen.build_log(specs)),
                                      eventlog.parse_event_log(gen.build_log(cur)))
     assert [(f["pcr"], f["change"], f["type_name"]) for f in findings] == \
         [(4, "added", "EV_EFI_BOOT_SERVICES_APPLICATION")]

@@ -12,6 +12,7 @@ import struct
 import pytest
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.bootstate import eventlog
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.bootstate import eventlog_compare
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import pcr as pcrmod
 from support import eventlog_gen as gen
@@ -181,7 +182,7 @@ def test_unknown_type_and_garbage_never_raise():
     assert ipl_bin["decoded"] == {"hex": "c3280001"}
     json.dumps(log.to_dict())
     for ev in log.events:
-        assert eventlog.describe_event(ev).startswith("PCR %d " % ev["pcr"])
+        assert eventlog_compare.describe_event(ev).startswith("PCR %d " % ev["pcr"])
 
 
 def test_trailing_zero_padding_is_not_an_event(specs):
@@ -237,7 +238,7 @@ def test_replay_honours_startup_locality(specs):
 # comparison and descriptions
 # ---------------------------------------------------------------------------------------------------------------
 def test_describe_event(parsed):
-    texts = [eventlog.describe_event(e) for e in parsed.events]
+    texts = [eventlog_compare.describe_event(e) for e in parsed.events]
     assert "PCR 7 EV_EFI_VARIABLE_DRIVER_CONFIG db (%s)" % DB in texts
     assert "PCR 7 EV_EFI_VARIABLE_DRIVER_CONFIG SecureBoot (%s)" % GLOBAL in texts
     assert "PCR 4 EV_EFI_BOOT_SERVICES_APPLICATION %s" % SHIM in texts
@@ -247,15 +248,15 @@ def test_describe_event(parsed):
 
 
 def test_compare_identical_logs_has_no_finding(parsed):
-    assert eventlog.compare_logs(parsed.events, parsed.events) == []
-    assert eventlog.compare_logs(parsed, eventlog.parse_event_log(gen.build_log(gen.default_boot_events()))) == []
+    assert eventlog_compare.compare_logs(parsed.events, parsed.events) == []
+    assert eventlog_compare.compare_logs(parsed, eventlog.parse_event_log(gen.build_log(gen.default_boot_events()))) == []
 
 
 def test_compare_changed_db(specs, parsed):
     extra = gen.signature_list(gen.CERT_X509, [gen.fake_blob("db cert 3", 1000)])
     old_db = [s for s in specs if s.get("variable") and s["variable"][1] == "db"][0]["variable"][2]
     current = eventlog.parse_event_log(gen.build_log(gen.with_changed_variable(specs, "db", old_db + extra)))
-    findings = eventlog.compare_logs(parsed.events, current.events)
+    findings = eventlog_compare.compare_logs(parsed.events, current.events)
     assert len(findings) == 1
     f = findings[0]
     assert (f["pcr"], f["type_name"], f["change"]) == (7, "EV_EFI_VARIABLE_DRIVER_CONFIG", "changed")
@@ -263,13 +264,13 @@ def test_compare_changed_db(specs, parsed):
     assert f["baseline"]["decoded"]["entries"] == 2 and f["current"]["decoded"]["entries"] == 3
     assert f["baseline"]["digests"] != f["current"]["digests"]
     json.dumps(findings)
-    assert eventlog.compare_logs(parsed.events, current.events, pcrs=[0, 1, 4]) == []
+    assert eventlog_compare.compare_logs(parsed.events, current.events, pcrs=[0, 1, 4]) == []
 
 
 def test_compare_secure_boot_disabled_and_boot_order(specs, parsed):
     cur = gen.with_changed_variable(specs, "SecureBoot", b"\x00")
     cur = gen.with_changed_variable(cur, "BootOrder", struct.pack("<HH", 0, 1))
-    findings = eventlog.compare_logs(parsed, eventlog.parse_event_log(gen.build_log(cur)))
+    findings = eventlog_compare.compare_logs(parsed, eventlog.parse_event_log(gen.build_log(cur)))
     assert [(f["pcr"], f["change"]) for f in findings] == [(1, "changed"), (7, "changed")]
     assert findings[0]["description"].endswith("BootOrder (%s): digest changed (order 0001,0000 -> 0000,0001)"
                                                % GLOBAL)
@@ -279,13 +280,13 @@ def test_compare_secure_boot_disabled_and_boot_order(specs, parsed):
 def test_compare_added_and_removed_boot_application(specs, parsed):
     added = gen.image_event("\\EFI\\evil\\bootkit.efi")
     cur = gen.with_added_event(specs, added)
-    findings = eventlog.compare_logs(parsed.events, eventlog.parse_event_log(gen.build_log(cur)).events)
+    findings = eventlog_compare.compare_logs(parsed.events, eventlog.parse_event_log(gen.build_log(cur)).events)
     assert len(findings) == 1
     f = findings[0]
     assert (f["pcr"], f["change"], f["baseline"]) == (4, "added", None)
     assert f["current"]["decoded"]["file_path"] == "\\EFI\\evil\\bootkit.efi"
     assert f["description"].startswith("PCR 4 EV_EFI_BOOT_SERVICES_APPLICATION \\EFI\\evil\\bootkit.efi: added")
-    back = eventlog.compare_logs(eventlog.parse_event_log(gen.build_log(cur)).events, parsed.events)
+    back = eventlog_compare.compare_logs(eventlog.parse_event_log(gen.build_log(cur)).events, parsed.events)
     assert [(x["change"], x["current"]) for x in back] == [("removed", None)]
     assert "bootkit.efi: removed" in back[0]["description"]
 
@@ -293,7 +294,7 @@ def test_compare_added_and_removed_boot_application(specs, parsed):
 def test_compare_replaced_image_is_a_change_of_that_image(specs, parsed):
     cur = [gen.image_event(s["path"], image=b"patched grub") if s.get("path", "").endswith("grubx64.efi") else s
            for s in specs]
-    findings = eventlog.compare_logs(parsed, eventlog.parse_event_log(gen.build_log(cur)))
+    findings = eventlog_compare.compare_logs(parsed, eventlog.parse_event_log(gen.build_log(cur)))
     assert [(f["change"], f["current"]["decoded"]["file_path"]) for f in findings] == \
         [("changed", "\\EFI\\debian\\grubx64.efi")]
 
@@ -302,7 +303,7 @@ def test_compare_without_common_bank(specs):
     a = eventlog.parse_event_log(gen.build_log(specs, banks=("sha1",)))
     b = eventlog.parse_event_log(gen.build_log(specs, banks=("sha256",)))
     with pytest.raises(SpireTpmError) as e:
-        eventlog.compare_logs(a, b)
+        eventlog_compare.compare_logs(a, b)
     assert "share no digest bank" in e.value.cause
 
 
