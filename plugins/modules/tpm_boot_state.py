@@ -197,7 +197,7 @@ try:
     from ansible_collections.trustroot.spire_tpm.plugins.module_utils.bootstate import baseline as bs
     from ansible_collections.trustroot.spire_tpm.plugins.module_utils.bootstate import evaluate as ev
     from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import pcr as pcr_utils
-    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.context import HAS_PYTSS, open_tpm
+    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.context import HAS_PYTSS
     IMPORT_ERROR = None
 except ImportError:  # pragma: no cover
     HAS_PYTSS = False
@@ -224,11 +224,7 @@ def main():
         baseline_doc = bs.current_document(p["baseline"]) if p["baseline"] is not None else None
         event_log = ev.read_event_log(p["event_log_path"], p["event_log_required"])
         wanted = set(pcrs) | set(baseline_doc["pcr_selection"] if baseline_doc else ())
-        with open_tpm(p["tcti"]) as tpm:
-            allocated = pcr_utils.allocated_banks(tpm)
-            banks = pcr_utils.check_banks(p["banks"], allocated)
-            values = pcr_utils.to_hex_facts(pcr_utils.read_pcrs(tpm, dict((b, wanted) for b in banks)))
-            tcti = tpm.tcti_string
+        values, banks, tcti = pcr_utils.measure(p["tcti"], p["banks"], wanted)
         report = ev.evaluate(values, event_log, baseline_doc, pcr_selection=pcrs)
     except SpireTpmError as err:
         fail_module(module, err)

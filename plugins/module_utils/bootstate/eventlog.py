@@ -63,6 +63,7 @@ TEXT_TYPES = ("EV_S_CRTM_VERSION", "EV_POST_CODE", "EV_EFI_ACTION", "EV_ACTION",
               "EV_S_CRTM_CONTENTS", "EV_OMIT_BOOT_DEVICE_EVENTS", "EV_COMPACT_HASH")
 
 SPEC_ID_SIGNATURE = b"Spec ID Event03\x00"
+DEFAULT_PATH = "/sys/kernel/security/tpm0/binary_bios_measurements"  # where Linux exposes it (securityfs)
 STARTUP_LOCALITY = "StartupLocality"
 EFI_GLOBAL_VARIABLE = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 SIGNATURE_TYPES = {"a5c059a1-94e4-4aa7-87b5-ab155c2bf072": "x509", "c1c41626-504c-4092-aca9-41f936934328": "sha256",

@@ -36,6 +36,7 @@ import sys
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.bootstate import baseline as boot_baseline
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.bootstate import evaluate as boot_evaluate
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.bootstate import eventlog
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.files import atomic_write
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.stepca import issuance
@@ -43,7 +44,6 @@ from ansible_collections.trustroot.spire_tpm.plugins.module_utils.stepca.client 
 
 
 EXIT_REFUSED = 3
-DEFAULT_EVENT_LOG = "/sys/kernel/security/tpm0/binary_bios_measurements"
 
 
 class BootStateRefused(Exception):
@@ -79,10 +79,7 @@ def read_boot_state_copy(path):
 def measure_pcrs(tcti, selection, banks):
     """{bank: {"<pcr>": hex}} of ``selection`` in ``banks`` (the baseline's), read as one snapshot."""
     from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import pcr
-    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.context import open_tpm
-    with open_tpm(tcti) as tpm:
-        names = pcr.check_banks(banks, pcr.allocated_banks(tpm))
-        return pcr.to_hex_facts(pcr.read_pcrs(tpm, dict((b, list(selection)) for b in names)))
+    return pcr.measure(tcti, banks, selection)[0]
 
 
 def check_boot_state(copy_path, tcti=None, measure=measure_pcrs):
@@ -91,7 +88,7 @@ def check_boot_state(copy_path, tcti=None, measure=measure_pcrs):
     if copy is None:
         return None
     doc = boot_baseline.current_document(copy["baseline"], "the baseline in %s" % copy_path)
-    event_log = boot_evaluate.read_event_log(copy.get("event_log_path") or DEFAULT_EVENT_LOG, required=False)
+    event_log = boot_evaluate.read_event_log(copy.get("event_log_path") or eventlog.DEFAULT_PATH, required=False)
     values = measure(tcti, doc["pcr_selection"], sorted(doc["pcrs"]))
     report = boot_evaluate.evaluate(values, event_log, doc)
     blocked = copy.get("blocked")

@@ -17,7 +17,8 @@ __metaclass__ = type
 import json
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError
-from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.context import TSS2_Exception, describe_tss_error
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.context import (
+    TSS2_Exception, describe_tss_error, open_tpm)
 
 try:
     from tpm2_pytss.constants import TPM2_CAP
@@ -168,6 +169,17 @@ def read_pcrs(tpm, selection):
             return values
     raise SpireTpmError("the PCRs kept changing while being read (%d attempts)" % MAX_ATTEMPTS,
                         "retry when no measurement is being extended (e.g. after boot has finished)")
+
+
+def measure(tcti, banks, pcrs):
+    """Open the TPM at ``tcti`` and read ``pcrs`` of ``banks`` (None: every allocated bank) as one snapshot.
+
+    Returns ``({bank: {"pcr": hex}}, the banks read, the TCTI string used)``.
+    """
+    with open_tpm(tcti) as tpm:
+        names = check_banks(banks, allocated_banks(tpm))
+        values = to_hex_facts(read_pcrs(tpm, dict((b, list(pcrs)) for b in names)))
+        return values, names, tpm.tcti_string
 
 
 def to_hex_facts(values):
