@@ -17,11 +17,15 @@ Each lab host is a network namespace with a veth pair into a bridge on a private
 
 Default hosts: spire-server-1 (group spire_servers) and agent-1..3 (spire_agents); agent-3 is manufactured WITHOUT
 an EK certificate (the real-world "no EK cert" failure path). ``--host NAME:notpm`` adds a host without any TPM.
+``--host NAME:postgres`` and ``--host NAME:haproxy`` add service hosts without TPM for HA SPIRE labs (lab/services.py):
+PostgreSQL with role and database ``spire``, HAProxy balancing TCP port 8081 over the lab's ``server`` hosts.
 
 Usage::
 
-    python3 lab/lab.py up [--name lab] [--subnet 10.213.0.0/24] [--host NAME[:server|agent][:noek][:notpm] ...]
+    python3 lab/lab.py up [--name lab] [--subnet 10.213.0.0/24] [--host NAME[:server|agent|postgres|haproxy][:noek]
+                          [:notpm] ...]
     python3 lab/lab.py status|inventory|down [--purge] [--name lab]
+    python3 lab/lab.py service [--name lab] HOST start|stop|status  # the postgres/haproxy of a service host
     python3 lab/lab.py exec [--name lab] HOST -- tpm2_getcap properties-fixed   # inside the host (TCTI preset)
 
 ``up`` and ``down`` are idempotent: ``up`` repairs a half-up lab, ``down`` kills every process of the lab by its pid
@@ -49,6 +53,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import swtpm  # noqa: E402  (lab/swtpm.py: the one place that manufactures and serves software TPMs)
+import services  # noqa: E402  (lab/services.py: the PostgreSQL and HAProxy hosts of HA labs)
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where each host sees its TPM (a unix socket served by its own swtpm), and the TCTI that reaches it.
@@ -87,12 +92,17 @@ class Host:
         parts = spec.split(":")
         self.name = parts[0]
         flags = set(parts[1:])
-        unknown = flags - {"server", "agent", "noek", "notpm"}
-        if unknown or not self.name:
-            raise LabError("bad host spec %r (NAME[:server|agent][:noek][:notpm])" % spec)
-        self.role = "server" if "server" in flags else "agent"
+        kinds = flags & ({"server", "agent"} | set(services.KINDS))
+        unknown = flags - kinds - {"noek", "notpm"}
+        if unknown or not self.name or len(kinds) > 1:
+            raise LabError("bad host spec %r (NAME[:server|agent|postgres|haproxy][:noek][:notpm])" % spec)
+        self.role = kinds.pop() if kinds else "agent"
+        # A service host (postgres, haproxy) has no TPM.
+        self.service = self.role if self.role in services.KINDS else None
+        if self.service and "noek" in flags:
+            raise LabError("bad host spec %r: a %s host has no TPM (no 'noek')" % (spec, self.service))
         self.ek_certs = "noek" not in flags
-        self.has_tpm = "notpm" not in flags
+        self.has_tpm = "notpm" not in flags and not self.service
         self.index = index
         self.lab = lab
         self.address = str(lab.network.network_address + 10 + index)
@@ -109,6 +119,11 @@ class Host:
         if not self.has_tpm:
             f.append("notpm")
         return f
+
+    @property
+    def bind_dirs(self):
+        """Directories private to the host (bind mounts of its own dirs inside its mount namespace)."""
+        return HOST_DIRS + services.SERVICE_DIRS.get(self.service, ())
 
     def path(self, *parts):
         return self.dir.joinpath(*parts)
@@ -423,6 +438,8 @@ def write_host_files(lab, h):
     for target in HOST_DIRS:
         h.root_dir(target).mkdir(parents=True, exist_ok=True)
         Path(target).mkdir(parents=True, exist_ok=True)  # the mount point on the machine (stays empty)
+    if h.service == "postgres":
+        services.pg_prepare(h)  # its private cluster and socket dirs, owned by postgres
     etc = h.path("etc")
     etc.mkdir(exist_ok=True)
     (etc / "hostname").write_text(h.name + "\n")
@@ -459,7 +476,7 @@ def ensure_sshd(lab, h):
     if ensure_stopped_if_stray(read_pid(h.sshd_pidfile), "sshd", h.netns):
         return
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    mounts = ["mount --bind %s %s" % (h.root_dir(t), t) for t in HOST_DIRS]
+    mounts = ["mount --bind %s %s" % (h.root_dir(t), t) for t in h.bind_dirs]
     mounts += ["mount --bind %s /etc/hostname" % h.path("etc", "hostname"),
                "mount --bind %s /etc/hosts" % h.path("etc", "hosts")]
     script = "set -e; hostname %s; %s; exec /usr/sbin/sshd -f %s -E %s" % (
@@ -472,6 +489,8 @@ def ensure_sshd(lab, h):
 def yaml_scalar(v):
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
     return json.dumps(str(v))  # JSON strings are valid YAML double-quoted scalars
 
 
@@ -495,6 +514,7 @@ def write_inventory(lab):
         # certificates with no intermediates pool. Every host may read it (tpm_ek_info's chain check).
         "lab_endorsement_ca_bundle": lab.ca_bundle,
     }
+    common.update(service_vars(lab))
     server_vars = {
         # The manufacturer CA as a directory of PEM files (spire-tpm-plugin's ca_path): root and intermediate.
         "lab_manufacturer_ca_dir": lab.ca_dir / "certs",
@@ -509,6 +529,8 @@ def write_inventory(lab):
             out.append("%s%s:" % (" " * indent, h.name))
             hv = {"ansible_host": h.address, "lab_netns": h.netns, "lab_host_dir": h.dir,
                   "lab_ek_certs": h.ek_certs, "lab_has_tpm": h.has_tpm}
+            if h.service:
+                hv["lab_service"] = h.service
             for k, v in hv.items():
                 out.append("%s%s: %s" % (" " * (indent + 2), k, yaml_scalar(v)))
         return out
@@ -519,11 +541,16 @@ def write_inventory(lab):
     lines += ["  children:"]
     servers = [h for h in lab.hosts if h.role == "server"]
     agents = [h for h in lab.hosts if h.role == "agent"]
-    # Host variables are written once (in spire_servers / spire_agents); the other groups only list members.
+    # Host variables are written once (in spire_servers / spire_agents / the service groups); the other groups only
+    # list members. Service hosts (postgres, haproxy) are in none of the SPIRE or TPM groups.
     groups = [("spire_servers", servers, server_vars, True), ("spire_agents", agents, None, True),
               ("tpm_hosts", [h for h in lab.hosts if h.has_tpm], None, False),
               ("lab_no_ek_cert", [h for h in lab.hosts if h.has_tpm and not h.ek_certs], None, False),
-              ("lab_no_tpm", [h for h in lab.hosts if not h.has_tpm], None, False)]
+              ("lab_no_tpm", [h for h in lab.hosts if not h.has_tpm and not h.service], None, False)]
+    for gname, kind in (("lab_postgres", "postgres"), ("lab_load_balancers", "haproxy")):
+        members = [h for h in lab.hosts if h.service == kind]
+        if members:
+            groups.append((gname, members, None, True))
     for gname, members, gvars, with_vars in groups:
         lines.append("    %s:" % gname)
         if gvars:
@@ -535,6 +562,35 @@ def write_inventory(lab):
         elif not gvars:
             lines[-1] += " {}"
     lab.inventory.write_text("\n".join(lines) + "\n")
+    # It holds the database password when the lab has a postgres host.
+    os.chmod(lab.inventory, 0o600 if "lab_postgres_password" in common else 0o644)
+
+
+def service_vars(lab):
+    """Variables of every host for HA labs: the (first) postgres host and the (first) load balancer."""
+    out = {}
+    pg = [h for h in lab.hosts if h.service == "postgres"]
+    if pg:
+        h = pg[0]
+        out.update({
+            "lab_postgres_host": h.address,
+            "lab_postgres_port": services.PG_PORT,
+            "lab_postgres_db": services.PG_DB,
+            "lab_postgres_user": services.PG_USER,
+            "lab_postgres_password": services.pg_password(h),
+            # SPIRE's sql datastore (database_type "postgres") takes libpq's key=value form.
+            "lab_spire_datastore_connection_string": services.pg_connection_string(h),
+        })
+    lb = [h for h in lab.hosts if h.service == "haproxy"]
+    if lb:
+        h = lb[0]
+        out.update({
+            "lab_spire_server_address": h.address,
+            "lab_spire_server_port": services.LB_PORT,
+            # HAProxy's admin socket on the machine ("show stat": which servers are UP).
+            "lab_haproxy_stats_socket": services.haproxy_files(h)["stats"],
+        })
+    return out
 
 
 def write_ca_bundle(lab, manufacturer):
@@ -546,8 +602,15 @@ def write_ca_bundle(lab, manufacturer):
         (certs / "manufacturer-intermediate.pem").write_text(lab.intermediate_ca.read_text())
 
 
+def ensure_service(lab, h):
+    servers = [(o.name, o.address) for o in lab.hosts if o.role == "server"]
+    services.ensure(h, str(lab.network), servers)
+
+
 def up(lab):
     t0 = time.monotonic()
+    for kind in sorted({h.service for h in lab.hosts if h.service}):
+        services.check(kind)  # before touching anything: which package is missing
     lab.state.mkdir(parents=True, exist_ok=True)
     lab.save()
     ensure_network(lab)
@@ -567,6 +630,8 @@ def up(lab):
     def start(h):
         ensure_swtpm(h)
         ensure_sshd(lab, h)
+        if h.service:
+            ensure_service(lab, h)
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(start, lab.hosts))
     write_inventory(lab)
@@ -579,6 +644,11 @@ def up(lab):
 def down(lab, purge=False):
     t0 = time.monotonic()
     for h in lab.hosts:
+        if h.service and h.dir.exists():
+            try:
+                services.stop(h)  # cleanly (PostgreSQL: fast shutdown); whatever is left is killed below
+            except (OSError, services.ServiceError) as e:
+                log("down: stopping %s of %s: %s" % (h.service, h.name, e))
         for pidfile, comm in ((h.sshd_pidfile, "sshd"), (h.swtpm_pidfile, "swtpm")):
             pid = read_pid(pidfile)
             if pid_alive(pid, comm):
@@ -601,12 +671,16 @@ def down(lab, purge=False):
     log("down: %s%s in %.1f s" % (lab.name, " (purged)" if purge else "", time.monotonic() - t0))
 
 
-def exec_in_host(lab, name, cmd):
-    """Run ``cmd`` inside a lab host exactly as its SSH sessions see it: network, mounts and hostname of its sshd."""
+def find_host(lab, name):
     hosts = {h.name: h for h in lab.hosts}
     if name not in hosts:
         raise LabError("no host %r in lab %s (hosts: %s)" % (name, lab.name, ", ".join(hosts)))
-    h = hosts[name]
+    return hosts[name]
+
+
+def exec_in_host(lab, name, cmd):
+    """Run ``cmd`` inside a lab host exactly as its SSH sessions see it: network, mounts and hostname of its sshd."""
+    h = find_host(lab, name)
     pid = read_pid(h.sshd_pidfile)
     if not (pid_alive(pid, "sshd") and pid_in_netns(pid, h.netns)):
         raise LabError("host %s is not up: run 'lab.py up --name %s'" % (name, lab.name))
@@ -624,8 +698,33 @@ def host_status(lab, h):
           "sshd": _running(h.sshd_pidfile, "sshd", h.netns)}
     st["swtpm"] = _running(h.swtpm_pidfile, "swtpm", h.netns) if h.has_tpm else None
     st["ssh_port"] = bool(st["netns"] and wait_tcp(h.netns, h.address, 22, timeout=0.5))
-    st["ok"] = bool(st["netns"] and st["sshd"] and st["ssh_port"] and st["swtpm"] in (True, None))
+    st["service"] = h.service
+    st["service_running"] = services.running(h) if h.service else None
+    st["ok"] = bool(st["netns"] and st["sshd"] and st["ssh_port"] and st["swtpm"] in (True, None)
+                    and st["service_running"] in (True, None))
     return st
+
+
+def service(lab, name, action):
+    """``service HOST start|stop|status``: the PostgreSQL or HAProxy of a service host (e.g. a database outage)."""
+    h = find_host(lab, name)
+    if not h.service:
+        raise LabError("host %s runs no service (only NAME:postgres and NAME:haproxy hosts do)" % name)
+    if action == "status":
+        up_ = services.running(h)
+        print("running" if up_ else "stopped")
+        return 0 if up_ else 3
+    t0 = time.monotonic()
+    if action == "stop":
+        services.stop(h)
+    elif action == "start":
+        if not netns_exists(h.netns):
+            raise LabError("host %s is not up: run 'lab.py up --name %s'" % (name, lab.name))
+        services.start(h)
+    else:
+        raise LabError("service %s: unknown action %r (start, stop, status)" % (name, action))
+    log("service %s %s: %s in %.1f s" % (name, action, h.service, time.monotonic() - t0))
+    return 0
 
 
 def status(lab, as_json=False):
@@ -637,22 +736,28 @@ def status(lab, as_json=False):
     else:
         print("lab %s  subnet %s  inventory %s" % (lab.name, lab.network, lab.inventory))
         for r in rows:
-            print("  %-16s %-15s netns=%-5s sshd=%-5s swtpm=%-5s %s %s" % (
-                r["name"], r["address"], r["netns"], r["sshd"], r["swtpm"], ",".join(r["flags"]),
+            svc = ""
+            if r["service"]:
+                svc = " %s=%s" % (r["service"], "running" if r["service_running"] else "stopped")
+            print("  %-16s %-15s netns=%-5s sshd=%-5s swtpm=%-5s %s%s %s" % (
+                r["name"], r["address"], r["netns"], r["sshd"], r["swtpm"], ",".join(r["flags"]), svc,
                 "OK" if r["ok"] else "DOWN"))
     return 0 if ok else 1
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=["up", "down", "status", "inventory", "exec"])
-    p.add_argument("target", nargs="?", help="exec: the lab host to run the command in (the command follows --)")
+    p.add_argument("command", choices=["up", "down", "status", "inventory", "exec", "service"])
+    p.add_argument("target", nargs="?", help="exec: the lab host to run the command in (the command follows --); "
+                   "service: the postgres or haproxy host")
+    p.add_argument("action", nargs="?", choices=["start", "stop", "status"], help="service: what to do")
     p.add_argument("--name", default=os.environ.get("SPIRE_TPM_LAB_NAME", "lab"))
     p.add_argument("--subnet", default=os.environ.get("SPIRE_TPM_LAB_SUBNET"),
                    help="private /24 the lab creates (default 10.213.0.0/24, or what the lab was brought up with)")
     p.add_argument("--state-dir", default=os.environ.get("SPIRE_TPM_LAB_DIR", str(ROOT / ".build" / "lab")))
     p.add_argument("--host", action="append",
-                   help="NAME[:server|agent][:noek][:notpm], repeatable (default: %s)" % " ".join(DEFAULT_HOSTS))
+                   help="NAME[:server|agent|postgres|haproxy][:noek][:notpm], repeatable (default: %s)"
+                   % " ".join(DEFAULT_HOSTS))
     p.add_argument("--python", help="ansible_python_interpreter for the hosts (default: $SPIRE_TPM_VENV/bin/python)")
     p.add_argument("--purge", action="store_true", help="down: also delete the state dir (TPM state, keys)")
     p.add_argument("--json", action="store_true", help="status: JSON output")
@@ -679,7 +784,11 @@ def main(argv=None):
             print(lab.inventory)
         elif args.command == "exec":
             return exec_in_host(lab, args.target, cmd)
-    except LabError as e:
+        elif args.command == "service":
+            if not args.target or not args.action:
+                raise LabError("usage: lab.py service [--name %s] HOST start|stop|status" % lab.name)
+            return service(lab, args.target, args.action)
+    except (LabError, services.ServiceError) as e:
         print("lab: error: %s" % e, file=sys.stderr)
         return 1
     return 0

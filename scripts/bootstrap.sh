@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install everything the lab and the tests need on a fresh Debian bookworm machine (root), idempotently:
-# Debian packages (swtpm, tpm2-tools, libtss2, Go + the step-ca library, sshd, chromium) and a venv with the
-# pinned Python requirements. Sourced by scripts/lab.sh and scripts/test.sh; prints what it does. The caller's shell
-# options are restored at the end (sourcing it by hand does not leave errexit/pipefail on in an interactive shell).
+# Debian packages (swtpm, tpm2-tools, libtss2, Go + the step-ca library, sshd, chromium, PostgreSQL and HAProxy for
+# the HA lab) and a venv with the pinned Python requirements. Sourced by scripts/lab.sh and scripts/test.sh; prints
+# what it does. The caller's shell options are restored at the end (sourcing it by hand does not leave
+# errexit/pipefail on in an interactive shell).
 __bootstrap_flags="$-"
 __bootstrap_pipefail=off
 if shopt -qo pipefail; then __bootstrap_pipefail=on; fi
@@ -10,7 +11,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SPIRE_TPM_VENV:-$ROOT/.build/venv}"
 APT_PKGS=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config openssl iproute2 openssh-server socat gcc
-          golang-go golang-github-smallstep-certificates-dev golang-github-hashicorp-hcl-dev chromium)
+          golang-go golang-github-smallstep-certificates-dev golang-github-hashicorp-hcl-dev chromium
+          postgresql-15 postgresql-client-15 haproxy)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

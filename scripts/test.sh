@@ -32,7 +32,7 @@ run_molecule() {
   # MOLECULE_JOBS scenarios run at once (default 2): each brings its own lab (own name, subnet, step-ca, SPIRE), so
   # they are independent. Each scenario's output goes to .build/molecule-logs/<scenario>.log; a line is printed when
   # one ends, and every log in full once all have ended.
-  local scenarios="${MOLECULE_SCENARIOS:-boot_state migration default decommission spire_roles migration_newest tpm_host audit}"
+  local scenarios="${MOLECULE_SCENARIOS:-boot_state migration default decommission spire_roles migration_newest ha audit tpm_host}"
   local extra s
   for s in $(cd molecule && ls -d */ | tr -d /); do
     case " $scenarios " in *" $s "*) ;; *) [ -n "${MOLECULE_SCENARIOS:-}" ] || extra="${extra:-} $s" ;; esac

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -294,3 +295,249 @@ def test_down_is_complete_and_idempotent(tmp_path_factory):
         print("lab down (2 hosts): %.2f s" % took)
     finally:
         t.lab("down", "--purge", check=False)
+
+
+# --- HA labs: a PostgreSQL host and an HAProxy host (lab/services.py) ------------------------------------------
+
+HA_NAME = "t-ha-lab"
+HA_SUBNET = "10.213.70.0/24"
+HA_HOSTS = ["spire-server-1:server", "spire-server-2:server", "db-1:postgres", "lb-1:haproxy", "agent-1:agent"]
+HA_SERVICE_HOSTS = ("db-1", "lb-1")
+
+# A stand-in for a SPIRE server's gRPC port: answers each connection with its host's name, then closes it.
+NAME_SERVER = ("import socket, sys\n"
+               "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+               "s.bind((sys.argv[1], 8081)); s.listen(64); print('ready', flush=True)\n"
+               "while True:\n"
+               "    c, _ = s.accept(); c.sendall(sys.argv[2].encode() + b'\\n'); c.close()\n")
+# N connections to ADDR:PORT; prints what answered each (ERR: refused, EMPTY: closed by the balancer unanswered).
+CLIENT = ("import socket, sys\n"
+          "out = []\n"
+          "for _ in range(int(sys.argv[3])):\n"
+          "    try:\n"
+          "        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 2); s.settimeout(2)\n"
+          "        out.append(s.recv(64).decode().strip() or 'EMPTY'); s.close()\n"
+          "    except OSError:\n"
+          "        out.append('ERR')\n"
+          "print(' '.join(out))\n")
+
+
+def _ha_host_args():
+    return [a for h in HA_HOSTS for a in ("--host", h)]
+
+
+@pytest.fixture(scope="module")
+def ha_lab(tmp_path_factory):
+    t = LabUnderTest(tmp_path_factory.mktemp("halab"))
+    t.name, t.subnet = HA_NAME, HA_SUBNET
+    t.lab("down", "--purge", *_ha_host_args(), check=False)  # what an interrupted run may have left (same names)
+    t0 = time.monotonic()
+    t.lab("up", "--subnet", t.subnet, *_ha_host_args())
+    t.up_seconds = time.monotonic() - t0
+    inv = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(t.inventory), "--list"],
+                         capture_output=True, text=True, check=True)
+    t.inv = json.loads(inv.stdout)
+    t.vars = t.inv["_meta"]["hostvars"]["agent-1"]
+    yield t
+    t.lab("down", "--purge", *_ha_host_args(), check=False)
+
+
+def _psql(lab, sql, conn=None, check=True):
+    """The real psql (postgresql-client) inside agent-1, with the inventory's connection string."""
+    conn = (conn or lab.vars["lab_spire_datastore_connection_string"]) + " connect_timeout=5"
+    return lab.in_host("agent-1", "psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", conn, "-c", sql, check=check)
+
+
+def _haproxy_stat(lab):
+    """{server: status} from HAProxy's admin socket (``show stat``)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(lab.vars["lab_haproxy_stats_socket"])
+    s.sendall(b"show stat\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    rows = [line.split(",") for line in data.decode().splitlines() if line and not line.startswith("#")]
+    return {r[1]: r[17] for r in rows if r[0] == "spire_servers" and r[1] != "BACKEND"}
+
+
+def _wait(predicate, timeout, what):
+    t0 = time.monotonic()
+    last = None
+    while time.monotonic() - t0 < timeout:
+        ok, last = predicate()
+        if ok:
+            return time.monotonic() - t0
+        time.sleep(0.2)
+    raise AssertionError("%s: not within %d s (last: %r)" % (what, timeout, last))
+
+
+def test_ha_lab_hosts_inventory_and_status(ha_lab):
+    rc, st = ha_lab.status()
+    assert rc == 0, st
+    svc = {h["name"]: (h["service"], h["service_running"], h["swtpm"]) for h in st["hosts"]}
+    assert svc["db-1"] == ("postgres", True, None) and svc["lb-1"] == ("haproxy", True, None)
+    assert svc["agent-1"] == (None, None, True)
+    inv = ha_lab.inv
+    assert inv["lab_postgres"]["hosts"] == ["db-1"]
+    assert inv["lab_load_balancers"]["hosts"] == ["lb-1"]
+    assert inv["spire_servers"]["hosts"] == ["spire-server-1", "spire-server-2"]
+    assert inv["spire_agents"]["hosts"] == ["agent-1"]
+    assert inv["tpm_hosts"]["hosts"] == ["spire-server-1", "spire-server-2", "agent-1"]
+    assert "hosts" not in inv.get("lab_no_tpm", {})
+    hv = inv["_meta"]["hostvars"]
+    addr = {h: hv[h]["ansible_host"] for h in hv}
+    pw = ha_lab.vars["lab_postgres_password"]
+    for host in hv:  # the same variables on every host
+        v = hv[host]
+        assert v["lab_postgres_host"] == addr["db-1"] and v["lab_postgres_port"] == 5432
+        assert (v["lab_postgres_db"], v["lab_postgres_user"], v["lab_postgres_password"]) == ("spire", "spire", pw)
+        assert v["lab_spire_datastore_connection_string"] == (
+            "dbname=spire user=spire password=%s host=%s port=5432 sslmode=disable" % (pw, addr["db-1"]))
+        assert v["lab_spire_server_address"] == addr["lb-1"] and v["lab_spire_server_port"] == 8081
+    assert len(pw) >= 16
+    assert oct(ha_lab.inventory.stat().st_mode & 0o777) == "0o600"  # it holds the password
+    # Both service hosts are real lab hosts: own hostname, reachable like the others.
+    out = ha_lab.lab("exec", "db-1", "--", "hostname")
+    assert out.stdout.strip() == "db-1"
+    print("HA lab up (5 hosts incl. postgres + haproxy, fresh): %.1f s" % ha_lab.up_seconds)
+
+
+def test_ha_postgres_serves_the_lab_with_the_inventory_credentials(ha_lab):
+    assert _psql(ha_lab, "SELECT current_user, current_database()").stdout.strip() == "spire|spire"
+    _psql(ha_lab, "CREATE TABLE scratch (x int); INSERT INTO scratch VALUES (1); DROP TABLE scratch")
+    _psql(ha_lab, "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('survives')")
+    bad = ha_lab.vars["lab_spire_datastore_connection_string"].replace("password=", "password=wrong")
+    res = _psql(ha_lab, "SELECT 1", conn=bad, check=False)
+    assert res.returncode != 0 and "password authentication failed" in res.stderr, res.stderr
+    # Its unix socket is the host's own (under the lab's state dir), not in the machine's shared /run/postgresql.
+    sock = ha_lab.dir / "hosts" / "db-1" / "root" / "run" / "postgresql" / ".s.PGSQL.5432"
+    assert sock.is_socket()
+    out = ha_lab.in_host("db-1", "runuser", "-u", "postgres", "--", "psql", "-X", "-At", "-c",
+                         "SELECT datname FROM pg_database WHERE datdba = (SELECT oid FROM pg_roles "
+                         "WHERE rolname = 'spire')")
+    assert out.stdout.split() == ["spire"]
+
+
+def test_ha_haproxy_balances_and_fails_over_to_the_live_server(ha_lab):
+    lb, port = ha_lab.vars["lab_spire_server_address"], str(ha_lab.vars["lab_spire_server_port"])
+    hv = ha_lab.inv["_meta"]["hostvars"]
+    procs = {}
+
+    def serve(host):
+        p = subprocess.Popen(["ip", "netns", "exec", ha_lab.netns(host), sys.executable, "-c", NAME_SERVER,
+                              hv[host]["ansible_host"], host], stdout=subprocess.PIPE, text=True)
+        procs[host] = p
+        assert p.stdout.readline().strip() == "ready"
+
+    def answers(n=6):
+        return ha_lab.in_host("agent-1", sys.executable, "-c", CLIENT, lb, port, str(n)).stdout.split()
+
+    def all_from(host):
+        def check():
+            got = answers()
+            return all(a == host for a in got), got
+        return check
+
+    def checks_say(expected):
+        def check():
+            got = _haproxy_stat(ha_lab)
+            return got == expected, got
+        return check
+
+    try:
+        serve("spire-server-1")
+        _wait(all_from("spire-server-1"), 10, "every connection to the balancer reaches spire-server-1")
+        _wait(checks_say({"spire-server-1": "UP", "spire-server-2": "DOWN"}), 10, "health checks: 1 UP, 2 DOWN")
+        # spire-server-1 goes away, spire-server-2 comes up: the balancer follows.
+        procs.pop("spire-server-1").kill()
+        serve("spire-server-2")
+        took = _wait(all_from("spire-server-2"), 10, "every connection reaches spire-server-2 after the fail-over")
+        _wait(checks_say({"spire-server-1": "DOWN", "spire-server-2": "UP"}), 10, "health checks: 1 DOWN, 2 UP")
+        print("HAProxy fail-over to spire-server-2: %.1f s" % took)
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+
+
+def test_ha_service_stop_and_start_postgres(ha_lab):
+    assert ha_lab.lab("service", "db-1", "status").stdout.strip() == "running"
+    t0 = time.monotonic()
+    ha_lab.lab("service", "db-1", "stop")
+    stop_s = time.monotonic() - t0
+    res = ha_lab.lab("service", "db-1", "status", check=False)
+    assert res.returncode == 3 and res.stdout.strip() == "stopped"
+    res = _psql(ha_lab, "SELECT 1", check=False)
+    assert res.returncode != 0 and "Connection refused" in res.stderr, res.stderr
+    rc, st = ha_lab.status()
+    assert rc != 0 and [h["name"] for h in st["hosts"] if not h["ok"]] == ["db-1"]
+    t0 = time.monotonic()
+    ha_lab.lab("service", "db-1", "start")
+    start_s = time.monotonic() - t0
+    assert _psql(ha_lab, "SELECT v FROM kept").stdout.strip() == "survives"
+    assert ha_lab.status()[0] == 0
+    # The other service host and a host without a service.
+    ha_lab.lab("service", "lb-1", "stop")
+    assert ha_lab.lab("service", "lb-1", "status", check=False).returncode == 3
+    ha_lab.lab("service", "lb-1", "start")
+    res = ha_lab.lab("service", "agent-1", "status", check=False)
+    assert res.returncode == 1 and "runs no service" in res.stderr and "Traceback" not in res.stderr
+    print("service db-1 stop: %.2f s, start: %.2f s" % (stop_s, start_s))
+
+
+def _service_pids(lab):
+    pm = int((lab.dir / "hosts" / "db-1" / "root" / "var" / "lib" / "postgresql" / "data" / "postmaster.pid")
+             .read_text().split()[0])
+    return pm, int((lab.dir / "hosts" / "lb-1" / "haproxy" / "haproxy.pid").read_text())
+
+
+def test_ha_up_again_is_idempotent_and_repairs_a_killed_postgres(ha_lab):
+    before = _service_pids(ha_lab)
+    inventory = ha_lab.inventory.read_text()
+    t0 = time.monotonic()
+    ha_lab.lab("up")
+    took = time.monotonic() - t0
+    assert _service_pids(ha_lab) == before  # nothing restarted
+    assert ha_lab.inventory.read_text() == inventory  # same password
+    # A postmaster killed outright (its backends die with it): 'up' starts it again, crash recovery keeps the data.
+    os.kill(before[0], 9)
+    _wait(lambda: (ha_lab.lab("service", "db-1", "status", check=False).returncode == 3, None), 5, "postgres dead")
+    ha_lab.lab("up")
+    assert _service_pids(ha_lab)[0] != before[0]
+    assert _psql(ha_lab, "SELECT v FROM kept").stdout.strip() == "survives"
+    print("HA lab up (already up): %.2f s" % took)
+
+
+def _netns_pids(netns):
+    out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _dead(pid):
+    stat = Path("/proc/%d/stat" % pid)
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_ha_down_then_up_keeps_the_database_and_purge_leaves_nothing(ha_lab):
+    ha_lab.lab("down")
+    for h in HA_SERVICE_HOSTS:
+        assert not _netns_pids(ha_lab.netns(h))
+    ha_lab.lab("up")
+    assert _psql(ha_lab, "SELECT v FROM kept").stdout.strip() == "survives"
+    pids = [p for h in HA_HOSTS for p in _netns_pids(ha_lab.netns(h.split(":")[0]))]
+    assert len(pids) >= 6  # sshd everywhere, postgres processes, haproxy, swtpms
+    ha_lab.lab("down", "--purge")
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "spt-%s-" % HA_NAME not in netns
+    assert all(_dead(p) for p in pids), [p for p in pids if not _dead(p)]
+    assert not ha_lab.dir.exists()
+    addrs = subprocess.run(["ip", "-4", "addr"], capture_output=True, text=True).stdout
+    assert "10.213.70.1/24" not in addrs

@@ -151,6 +151,16 @@ def yaml_inventory_to_dict(path):
     return yaml.safe_load(Path(path).read_text())
 
 
+def _write_private(path, text):
+    """Write ``text`` to ``path`` as a 0600 file (created with that mode, then renamed into place)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(str(tmp), 0o600)
+    os.replace(str(tmp), str(path))
+
+
 def write_inventory(name, extra_vars):
     """Lab inventory (YAML from lab.py) → Ansible dynamic-inventory JSON with our variables merged into all."""
     state = state_dir(name)
@@ -172,10 +182,11 @@ def write_inventory(name, extra_vars):
     for c, cg in (inv["all"].get("children") or {}).items():
         out["all"]["children"].append(c)
         walk(c, cg)
-    (state / "inventory.json").write_text(json.dumps(out, indent=2))
+    # Both carry secrets (the step-ca provisioner's and the lab database's passwords): root's only.
+    _write_private(state / "inventory.json", json.dumps(out, indent=2))
     import yaml
     inv["all"].setdefault("vars", {}).update(extra_vars)
-    (state / "labenv-inventory.yml").write_text(yaml.safe_dump(inv, sort_keys=False))
+    _write_private(state / "labenv-inventory.yml", yaml.safe_dump(inv, sort_keys=False))
     return out
 
 
@@ -291,7 +302,7 @@ def up(args):
     if args.event_log:
         # The boot_state role and tpm_boot_state read the host's log there (real hosts: securityfs).
         v["boot_state_event_log_path"] = EVENT_LOG
-    (state / "labenv.json").write_text(json.dumps(v, indent=2))
+    _write_private(state / "labenv.json", json.dumps(v, indent=2))
     write_inventory(args.name, v)
     print(json.dumps({"name": args.name, "inventory": str(state / "labenv-inventory.yml"),
                       "event_logs": event_logs, "seconds": round(time.monotonic() - t0, 1)}))
