@@ -22,8 +22,8 @@ took[build]=$((SECONDS - start))
 
 run_pytest() {
   # -n 2: the suites start their own swtpm / step-ca / spire-server / spire-agent instances on free ports and
-  # their own sockets, so they parallelise.
-  python -m pytest -n 2 -p no:cacheprovider tests
+  # their own sockets, so they parallelise; --dist loadgroup keeps an xdist_group (tests that build on one lab) on one
+  python -m pytest -n 2 --dist loadgroup -p no:cacheprovider tests
 }
 
 run_molecule() {

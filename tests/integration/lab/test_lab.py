@@ -299,8 +299,10 @@ def test_down_is_complete_and_idempotent(tmp_path_factory):
 
 # --- HA labs: a PostgreSQL host and an HAProxy host (lab/services.py) ------------------------------------------
 
-HA_NAME = "t-ha-lab"
-HA_SUBNET = "10.213.70.0/24"
+# The HA tests build on each other (one lab, in order): one xdist group (scripts/test.sh runs --dist loadgroup).
+# Per process (pytest -n 2 may run these tests in two workers, each with its own module fixture): a name of its own
+# and a free /24, like the other labs of this file.
+HA_NAME = "th%x" % (os.getpid() % 0xFFFF)
 HA_HOSTS = ["spire-server-1:server", "spire-server-2:server", "db-1:postgres", "lb-1:haproxy", "agent-1:agent"]
 HA_SERVICE_HOSTS = ("db-1", "lb-1")
 
@@ -329,7 +331,7 @@ def _ha_host_args():
 @pytest.fixture(scope="module")
 def ha_lab(tmp_path_factory):
     t = LabUnderTest(tmp_path_factory.mktemp("halab"))
-    t.name, t.subnet = HA_NAME, HA_SUBNET
+    t.name = HA_NAME
     t.lab("down", "--purge", *_ha_host_args(), check=False)  # what an interrupted run may have left (same names)
     t0 = time.monotonic()
     t.lab("up", "--subnet", t.subnet, *_ha_host_args())
@@ -376,6 +378,7 @@ def _wait(predicate, timeout, what):
     raise AssertionError("%s: not within %d s (last: %r)" % (what, timeout, last))
 
 
+@pytest.mark.xdist_group("ha_lab")
 def test_ha_lab_hosts_inventory_and_status(ha_lab):
     rc, st = ha_lab.status()
     assert rc == 0, st
@@ -407,6 +410,7 @@ def test_ha_lab_hosts_inventory_and_status(ha_lab):
     print("HA lab up (5 hosts incl. postgres + haproxy, fresh): %.1f s" % ha_lab.up_seconds)
 
 
+@pytest.mark.xdist_group("ha_lab")
 def test_ha_postgres_serves_the_lab_with_the_inventory_credentials(ha_lab):
     assert _psql(ha_lab, "SELECT current_user, current_database()").stdout.strip() == "spire|spire"
     _psql(ha_lab, "CREATE TABLE scratch (x int); INSERT INTO scratch VALUES (1); DROP TABLE scratch")
@@ -423,6 +427,7 @@ def test_ha_postgres_serves_the_lab_with_the_inventory_credentials(ha_lab):
     assert out.stdout.split() == ["spire"]
 
 
+@pytest.mark.xdist_group("ha_lab")
 def test_ha_haproxy_balances_and_fails_over_to_the_live_server(ha_lab):
     lb, port = ha_lab.vars["lab_spire_server_address"], str(ha_lab.vars["lab_spire_server_port"])
     hv = ha_lab.inv["_meta"]["hostvars"]
@@ -465,6 +470,7 @@ def test_ha_haproxy_balances_and_fails_over_to_the_live_server(ha_lab):
             p.wait()
 
 
+@pytest.mark.xdist_group("ha_lab")
 def test_ha_service_stop_and_start_postgres(ha_lab):
     assert ha_lab.lab("service", "db-1", "status").stdout.strip() == "running"
     t0 = time.monotonic()
@@ -496,6 +502,7 @@ def _service_pids(lab):
     return pm, int((lab.dir / "hosts" / "lb-1" / "haproxy" / "haproxy.pid").read_text())
 
 
+@pytest.mark.xdist_group("ha_lab")
 def test_ha_up_again_is_idempotent_and_repairs_a_killed_postgres(ha_lab):
     before = _service_pids(ha_lab)
     inventory = ha_lab.inventory.read_text()
@@ -526,6 +533,7 @@ def _dead(pid):
         return True
 
 
+@pytest.mark.xdist_group("ha_lab")
 def test_ha_down_then_up_keeps_the_database_and_purge_leaves_nothing(ha_lab):
     ha_lab.lab("down")
     for h in HA_SERVICE_HOSTS:
@@ -540,4 +548,4 @@ def test_ha_down_then_up_keeps_the_database_and_purge_leaves_nothing(ha_lab):
     assert all(_dead(p) for p in pids), [p for p in pids if not _dead(p)]
     assert not ha_lab.dir.exists()
     addrs = subprocess.run(["ip", "-4", "addr"], capture_output=True, text=True).stdout
-    assert "10.213.70.1/24" not in addrs
+    assert ha_lab.subnet.rsplit(".", 1)[0] + ".1/24" not in addrs
