@@ -23,6 +23,7 @@ took[build]=$((SECONDS - start))
 run_pytest() {
   # -n 2: the suites start their own swtpm / step-ca / spire-server / spire-agent instances on free ports and
   # their own sockets, so they parallelise; --dist loadgroup keeps an xdist_group (tests that build on one lab) on one
+  # worker.
   python -m pytest -n 2 --dist loadgroup -p no:cacheprovider tests
 }
 
