@@ -7,6 +7,10 @@
 #   bash scripts/lab.sh              # up + site.yml (extra ansible-playbook arguments may follow: bash scripts/lab.sh up -v)
 #   bash scripts/lab.sh down         # tear the lab down (step-ca, hosts, state)
 # SPIRE version: $SPIRE_TPM_SPIRE_VERSION (default: lab/spire_build.py's DEFAULT_VERSION, 1.13.3).
+# Fleet size: SPIRE_TPM_LAB_AGENTS=N gives spire-server-1 and N agent hosts agent-1..agent-N, each with its own swtpm
+# and EK certificates (default: the lab's four hosts, agent-3 without EK certificate); use forks >= N+1
+# (bash scripts/lab.sh up -f 20); take a lab of another size down first. bench/site_scale.py measures site.yml per
+# fleet size.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/bootstrap.sh
@@ -16,7 +20,12 @@ NAME="${SPIRE_TPM_LAB_NAME:-main}"
 SUBNET="${SPIRE_TPM_LAB_SUBNET:-10.213.0.0/24}"
 LABENV="$ROOT/tests/integration/playbooks/labenv.py"
 if [ "${1:-up}" = "down" ]; then exec python "$LABENV" down --name "$NAME"; fi
-python "$LABENV" up --name "$NAME" --subnet "$SUBNET" --stepca --backend step_ca
+hosts=()
+if [ -n "${SPIRE_TPM_LAB_AGENTS:-}" ]; then
+  hosts=(--host spire-server-1:server)
+  for i in $(seq 1 "$SPIRE_TPM_LAB_AGENTS"); do hosts+=(--host "agent-$i:agent"); done
+fi
+python "$LABENV" up --name "$NAME" --subnet "$SUBNET" --stepca --backend step_ca "${hosts[@]}"
 inventory="$ROOT/.build/lab/$NAME/labenv-inventory.yml"
 start=$SECONDS
 rc=0
