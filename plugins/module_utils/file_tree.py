@@ -13,7 +13,8 @@ nothing changes; ``FileTree`` looks at all of them at once and touches only what
   differ; attributes set otherwise.
 
 ``plan()`` says what would change (check mode stops there), ``apply()`` does it. The diff lists each changed path's
-attributes before and after (and a content digest), never file contents: the copies include TPM key blobs.
+attributes before and after (and a content digest); file contents only for entries with ``show_diff`` (text the
+operator wants to see: a unit, a script, a public bundle) — never the copies, which include TPM key blobs.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -57,6 +58,7 @@ class Entry:
             raise SpireTpmError("%s entry %s has no mode" % (kind, self.path),
                                 "set an explicit 'mode' (e.g. '0750'): this module never guesses permissions")
         self.content = spec.get("content")
+        self.show_diff = bool(spec.get("show_diff", False))
         if self.content is not None and not isinstance(self.content, (str, bytes)):
             raise SpireTpmError("file entry %s: content is a %s, not text" % (self.path, type(self.content).__name__),
                                 "render it to text first (e.g. '{{ data | to_nice_json }}')")
@@ -155,6 +157,10 @@ class FileTree:
         for e, changes in self.plan():
             before.append("%s: %s" % (e.path, _describe(e.path)))
             after.append("%s: %s %s" % (e.path, e.kind, ", ".join(changes)))
+            if e.show_diff and e.content is not None and ("content" in changes or "created" in changes):
+                old = files.read_bytes(e.path)
+                before.append(files.as_text(old) if old is not None else "")
+                after.append(files.as_text(e._data))
         return {"before": "\n".join(before) + ("\n" if before else ""),
                 "after": "\n".join(after) + ("\n" if after else ""),
                 "before_header": "file_tree", "after_header": "file_tree"}

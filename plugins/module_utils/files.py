@@ -109,7 +109,8 @@ def atomic_write(path, data, mode=0o600, owner=None, group=None):
     return True
 
 
-def _as_text(data):
+def as_text(data):
+    """Bytes as text for a diff (a placeholder for binary data)."""
     if data is None:
         return ""
     try:
@@ -142,7 +143,7 @@ class ManagedFile:
             before = "<secret, %s>\n" % ("absent" if self.before is None else "present")
             after = "<secret, %s>\n" % ("unchanged" if self.before == data else "new content")
         else:
-            before, after = _as_text(self.before), _as_text(data)
+            before, after = as_text(self.before), as_text(data)
         return {"before": before, "after": after, "before_header": self.path, "after_header": self.path}
 
     def write(self, data, check_mode=False):

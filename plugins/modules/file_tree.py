@@ -20,7 +20,8 @@ description:
     are set. Directories are made in the order given (missing parents as root 0755).
   - Every path, owner and group is checked before anything changes (a user that does not exist, a path that is a file
     where a directory is wanted, a missing copy source are errors that change nothing).
-  - The diff lists each changed path with its attributes before and after (and a content digest), never contents.
+  - The diff lists each changed path with its attributes before and after (and a content digest); contents only for
+    files with C(show_diff).
 version_added: "0.2.0"
 author:
   - trustroot.spire_tpm contributors (@trustroot)
@@ -36,6 +37,8 @@ options:
     description:
       - Files to ensure. Each item has C(path) (absolute), C(mode) (required), optional C(owner)/C(group), and exactly
         one of C(content) (text) or C(copy_from) (absolute path of a file on the same host).
+      - C(show_diff) (default false) puts a C(content) file's text before and after into the diff; leave it off for
+        anything secret.
     type: list
     elements: dict
     default: []

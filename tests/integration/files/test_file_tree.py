@@ -104,3 +104,17 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(tmp_path, run_playbook, 
     assert res.get("failed") is True and words in res["msg"], res
     assert "Traceback" not in res["msg"]
     assert sorted(os.listdir(str(tmp_path))) == before
+
+
+def test_show_diff_puts_text_in_the_diff_only_when_asked(tmp_path, run_playbook):
+    unit = {"path": str(tmp_path / "x.service"), "content": "[Service]\nExecStart=/bin/true\n", "mode": "0644",
+            "show_diff": True}
+    env = {"path": str(tmp_path / "x.env"), "content": "TOKEN=s3cret-never-shown\n", "mode": "0600"}
+    r = run_playbook(tasks=[_task(files=[unit, env])], diff=True, expect_rc=0)
+    d = r.task("tree")["diff"]
+    assert "ExecStart=/bin/true" in d["after"] and "s3cret-never-shown" not in d["after"] + d["before"]
+    unit["content"] = "[Service]\nExecStart=/bin/false\n"
+    r = run_playbook(tasks=[_task(files=[unit, env])], diff=True, expect_rc=0)
+    d = r.task("tree")["diff"]
+    assert "/bin/true" in d["before"] and "/bin/false" in d["after"]
+    assert [c["path"] for c in r.task("tree")["changes"]] == [unit["path"]]
