@@ -38,7 +38,8 @@ def read_bytes(path):
                             "check the path and that the user running the task may read it")
 
 
-def _resolve_ids(owner, group):
+def resolve_ids(owner, group):
+    """(uid, gid) of an owner and a group given by name or number; -1 for None (= leave as is)."""
     uid = gid = -1
     if owner is not None:
         try:
@@ -68,7 +69,7 @@ def parse_mode(mode, default):
 def attributes_differ(path, mode=None, owner=None, group=None):
     """True when the existing file's mode/owner/group differ from what is asked (None = don't care)."""
     st = os.stat(path)
-    uid, gid = _resolve_ids(owner, group)
+    uid, gid = resolve_ids(owner, group)
     if mode is not None and stat.S_IMODE(st.st_mode) != mode:
         return True
     if uid != -1 and st.st_uid != uid:
@@ -84,7 +85,7 @@ def atomic_write(path, data, mode=0o600, owner=None, group=None):
     if not os.path.isdir(directory):
         raise SpireTpmError("directory %s does not exist" % directory,
                             "create it first (the roles do) or choose another path")
-    uid, gid = _resolve_ids(owner, group)
+    uid, gid = resolve_ids(owner, group)
     try:
         fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
     except OSError as e:
@@ -108,7 +109,8 @@ def atomic_write(path, data, mode=0o600, owner=None, group=None):
     return True
 
 
-def _as_text(data):
+def as_text(data):
+    """Bytes as text for a diff (a placeholder for binary data)."""
     if data is None:
         return ""
     try:
@@ -141,7 +143,7 @@ class ManagedFile:
             before = "<secret, %s>\n" % ("absent" if self.before is None else "present")
             after = "<secret, %s>\n" % ("unchanged" if self.before == data else "new content")
         else:
-            before, after = _as_text(self.before), _as_text(data)
+            before, after = as_text(self.before), as_text(data)
         return {"before": before, "after": after, "before_header": self.path, "after_header": self.path}
 
     def write(self, data, check_mode=False):
