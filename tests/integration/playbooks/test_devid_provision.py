@@ -22,7 +22,9 @@ TESTS = ROOT / "roles" / "devid_provision" / "tests"
 NAME = "pt-devid"
 SUBNET = "10.213.64.0/24"
 
-pytestmark = pytest.mark.stepca
+# One lab of a fixed name for the module's tests, used in order: one xdist group (pytest -n 2 --dist loadgroup),
+# never two workers bringing up pt-devid at once.
+pytestmark = [pytest.mark.stepca, pytest.mark.xdist_group("pt_devid")]
 
 
 @pytest.fixture(scope="module")
