@@ -548,7 +548,7 @@ def write_inventory(lab):
               ("lab_no_ek_cert", [h for h in lab.hosts if h.has_tpm and not h.ek_certs], None, False),
               ("lab_no_tpm", [h for h in lab.hosts if not h.has_tpm and not h.service], None, False)]
     for gname, kind in (("lab_postgres", "postgres"), ("lab_load_balancers", "haproxy")):
-        members = [h for h in lab.hosts if h.service == kind]
+        members = service_hosts(lab, kind)
         if members:
             groups.append((gname, members, None, True))
     for gname, members, gvars, with_vars in groups:
@@ -566,10 +566,15 @@ def write_inventory(lab):
     os.chmod(lab.inventory, 0o600 if "lab_postgres_password" in common else 0o644)
 
 
+def service_hosts(lab, kind):
+    """The lab's hosts running service ``kind`` (postgres, haproxy), in the lab's order."""
+    return [h for h in lab.hosts if h.service == kind]
+
+
 def service_vars(lab):
     """Variables of every host for HA labs: the (first) postgres host and the (first) load balancer."""
     out = {}
-    pg = [h for h in lab.hosts if h.service == "postgres"]
+    pg = service_hosts(lab, "postgres")
     if pg:
         h = pg[0]
         out.update({
@@ -581,7 +586,7 @@ def service_vars(lab):
             # SPIRE's sql datastore (database_type "postgres") takes libpq's key=value form.
             "lab_spire_datastore_connection_string": services.pg_connection_string(h),
         })
-    lb = [h for h in lab.hosts if h.service == "haproxy"]
+    lb = service_hosts(lab, "haproxy")
     if lb:
         h = lb[0]
         out.update({
