@@ -17,6 +17,11 @@ Measured per size:
   * the controller's peak RSS: the largest resident set of ansible-playbook or any of its (forked) workers, from
     os.wait4's rusage of that run alone; and the peak SUM of the resident sets of its process tree (sampled every
     0.2 s; forked workers share pages, so this overstates what the machine really spends);
+  * the controller's CPU time (utime + stime of ansible-playbook and every process it reaped: workers, ssh clients),
+    and its marginal seconds per added host: on a real fleet each host runs its modules on its own CPU, so this is
+    the cost a host adds to the run wherever the hosts' own CPUs are not shared (here every lab host's modules run
+    on the controller's cores, so the wall figures include them);
+  * the task results per host that ran (not skipped) and that were skipped: the number of module calls per host;
   * the SPIRE server's CPU time (utime + stime of the spire-server process, found through the pid file the role
     writes in the server host's /run/spire/server) after each run, and what the no-op run added to it;
   * per task (bench/callback_plugins/task_wall.py, an aggregate callback: the stdout stays Ansible's default): the
@@ -214,6 +219,9 @@ def run_site(name, inventory, forks, tag):
             "changed": sum(h["changed"] for h in recap.values()) if recap else None,
             "failed": sum(h["failed"] + h["unreachable"] for h in recap.values()) if recap else None,
             "peak_rss_mb": rusage.ru_maxrss / 1024.0, "peak_tree_rss_mb": peak_tree[0] / 2.0 ** 20,
+            "controller_cpu_s": rusage.ru_utime + rusage.ru_stime,
+            "results_run": sum(t["hosts"] - t.get("skipped", 0) for t in (timings or {}).get("tasks", [])),
+            "results_skipped": sum(t.get("skipped", 0) for t in (timings or {}).get("tasks", [])),
             "log": str(log_path), "timings": timings, "tail": None if proc.returncode == 0 else text[-2500:]}
 
 
@@ -365,9 +373,11 @@ def main(argv=None):
                 r[tag] = run
                 r[tag + "_s"] = run["wall"]
                 print("  %-5s run: %6.1f s  rc=%d  changed=%s failed=%s  peak RSS %.0f MB (tree %.0f MB)  "
-                      "spire-server pid %s cpu %s s  log %s"
+                      "controller CPU %.1f s  results run/skipped per host %.1f/%.1f  spire-server pid %s cpu %s s"
+                      "  log %s"
                       % (tag, run["wall"], run["rc"], run["changed"], run["failed"], run["peak_rss_mb"],
-                         run["peak_tree_rss_mb"], pid, fmt(cpu, "%.2f"), run["log"]), flush=True)
+                         run["peak_tree_rss_mb"], run["controller_cpu_s"], run["results_run"] / (n + 1.0),
+                         run["results_skipped"] / (n + 1.0), pid, fmt(cpu, "%.2f"), run["log"]), flush=True)
                 if run["rc"] != 0:
                     r["errors"].append("%s run: ansible-playbook rc %d (see %s)" % (tag, run["rc"], run["log"]))
                     print("  --- tail of the log ---\n" + run["tail"], flush=True)
@@ -397,24 +407,30 @@ def main(argv=None):
     done = [r for r in results if r.get("first_s") is not None]
     print("\nN = agent hosts (+1 server); forks = N+2; marginal = (this - previous size) / added hosts")
     head = ("N", "first s", "no-op s", "no-op/first", "marg first s/host", "marg no-op s/host",
+            "no-op ctl CPU s", "marg no-op ctl CPU s/host", "no-op tasks run/host",
             "peak RSS MB", "tree RSS MB", "server CPU s first", "server CPU s no-op", "no-op changed")
     print(" | ".join(head))
     prev = None
     for r in done:
         first, noop = r.get("first_s"), r.get("noop_s")
-        mf = mn = None
+        mf = mn = mc = None
+        ncpu = r["noop"]["controller_cpu_s"] if r.get("noop") else None
         if prev is not None:
             dn = float(r["n"] - prev["n"])
             mf = (first - prev["first_s"]) / dn
             if noop is not None and prev.get("noop_s") is not None:
                 mn = (noop - prev["noop_s"]) / dn
+                mc = (ncpu - prev["noop"]["controller_cpu_s"]) / dn
         r["marginal_first_s_per_host"], r["marginal_noop_s_per_host"] = mf, mn
+        r["marginal_noop_controller_cpu_s_per_host"] = mc
         rss = max(x["peak_rss_mb"] for x in (r.get("first"), r.get("noop")) if x)
         tree = max(x["peak_tree_rss_mb"] for x in (r.get("first"), r.get("noop")) if x)
         r["peak_rss_mb"], r["peak_tree_rss_mb"] = rss, tree
         print(" | ".join([
             str(r["n"]), fmt(first), fmt(noop), fmt(noop / first if noop else None, "%.2f"), fmt(mf, "%.2f"),
-            fmt(mn, "%.2f"), "%.0f" % rss, "%.0f" % tree, fmt(r["first"].get("server_cpu_s"), "%.2f"),
+            fmt(mn, "%.2f"), fmt(ncpu), fmt(mc, "%.2f"),
+            fmt(r["noop"]["results_run"] / (r["n"] + 1.0) if r.get("noop") else None),
+            "%.0f" % rss, "%.0f" % tree, fmt(r["first"].get("server_cpu_s"), "%.2f"),
             fmt(r.get("noop_cpu_s"), "%.2f"), str(r["noop"]["changed"]) if r.get("noop") else "-"]))
         prev = r
     for r in results:

@@ -8,7 +8,8 @@ ANSIBLE_CALLBACK_PLUGINS=<repo>/bench/callback_plugins ANSIBLE_CALLBACKS_ENABLED
 TASK_WALL_FILE=<path>. At the end of the run it writes JSON:
 
   {"elapsed": s, "tasks": [{"uuid", "play", "name", "role", "path", "action", "elapsed", "host_seconds",
-                            "hosts", "changed", "delegated", "per_host": {host: s}}, ...], "recap": {host: {...}}}
+                            "hosts", "changed", "skipped", "delegated", "per_host": {host: s}}, ...],
+   "recap": {host: {...}}}
 
 ``elapsed`` of a task is the wall time from its start to the start of whatever came next (the next task, handler
 or play, or the end of the run): what the run spent on it, strategy overhead included. ``host_seconds`` is the
@@ -63,7 +64,7 @@ class CallbackModule(CallbackBase):
             role = task._role.get_name() if getattr(task, "_role", None) else None
             rec = {"uuid": uuid, "play": self._play, "name": task.get_name().strip(), "role": role,
                    "path": task.get_path(), "action": task.action, "elapsed": 0.0, "host_seconds": 0.0,
-                   "hosts": 0, "changed": 0, "delegated": 0, "per_host": {}}
+                   "hosts": 0, "changed": 0, "skipped": 0, "delegated": 0, "per_host": {}}
             self._tasks[uuid] = rec
             self._order.append(uuid)
         return rec
@@ -89,7 +90,7 @@ class CallbackModule(CallbackBase):
     def v2_runner_on_start(self, host, task):
         self._host_start[(task._uuid, host.get_name())] = time.monotonic()
 
-    def _host_done(self, result, changed=None):
+    def _host_done(self, result, changed=None, skipped=False):
         now = time.monotonic()
         task, host = result._task, result._host.get_name()
         rec = self._record(task)
@@ -104,6 +105,8 @@ class CallbackModule(CallbackBase):
             changed = bool(result._result.get("changed"))
         if changed:
             rec["changed"] += 1
+        if skipped:
+            rec["skipped"] += 1
         if result._result.get("_ansible_delegated_vars") or getattr(task, "delegate_to", None):
             rec["delegated"] += 1
 
@@ -114,7 +117,7 @@ class CallbackModule(CallbackBase):
         self._host_done(result, changed=False)
 
     def v2_runner_on_skipped(self, result):
-        self._host_done(result, changed=False)
+        self._host_done(result, changed=False, skipped=True)
 
     def v2_runner_on_unreachable(self, result):
         self._host_done(result, changed=False)
