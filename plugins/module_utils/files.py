@@ -39,18 +39,23 @@ def read_bytes(path):
 
 
 def resolve_ids(owner, group):
-    """(uid, gid) of an owner and a group given by name or number; -1 for None (= leave as is)."""
+    """(uid, gid) of an owner and a group given by name or number; -1 for None (= leave as is).
+
+    A name that does not exist raises SpireTpmError with the detail ``missing_owner`` or ``missing_group`` (the
+    modules return it: the operator, or a playbook, reads which account is missing)."""
     uid = gid = -1
     if owner is not None:
         try:
             uid = int(owner) if str(owner).isdigit() else pwd.getpwnam(owner).pw_uid
         except KeyError:
-            raise SpireTpmError("owner %r does not exist on this host" % owner, "create the user first or fix 'owner'")
+            raise SpireTpmError("owner %r does not exist on this host" % owner, "create the user first or fix 'owner'",
+                                missing_owner=owner)
     if group is not None:
         try:
             gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
         except KeyError:
-            raise SpireTpmError("group %r does not exist on this host" % group, "create the group first or fix 'group'")
+            raise SpireTpmError("group %r does not exist on this host" % group, "create the group first or fix 'group'",
+                                missing_group=group)
     return uid, gid
 
 

@@ -118,3 +118,90 @@ def test_show_diff_puts_text_in_the_diff_only_when_asked(tmp_path, run_playbook)
     d = r.task("tree")["diff"]
     assert "/bin/true" in d["before"] and "/bin/false" in d["after"]
     assert [c["path"] for c in r.task("tree")["changes"]] == [unit["path"]]
+
+
+def _links(tmp_path):
+    return [{"path": str(tmp_path / "opt" / "current"), "src": "versions/1.2.3", "owner": "root", "group": "root"},
+            {"path": str(tmp_path / "opt" / "bin"), "src": "current/bin", "owner": "root", "group": "root"}]
+
+
+def _link_task(dirs, links, name="tree"):
+    return {"name": name, "trustroot.spire_tpm.file_tree": {"directories": dirs, "links": links}, "register": "out"}
+
+
+def test_links_check_then_real_then_nothing_changes(tmp_path, run_playbook):
+    opt = tmp_path / "opt"
+    dirs = [{"path": str(opt), "owner": "root", "group": "root", "mode": "0755"},
+            {"path": str(opt / "versions" / "1.2.3" / "bin"), "owner": "root", "group": "root", "mode": "0755"}]
+    links = _links(tmp_path)
+    r = run_playbook(tasks=[_link_task(dirs, links)], check=True, diff=True, expect_rc=0)
+    res = r.task("tree")
+    assert res["changed"] is True and not opt.exists()
+    assert [(c["path"], c["kind"]) for c in res["changes"]][-2:] == [(links[0]["path"], "link"),
+                                                                     (links[1]["path"], "link")]
+    assert "link -> versions/1.2.3 created" in res["diff"]["after"]
+
+    r = run_playbook(tasks=[_link_task(dirs, links)], diff=True, expect_rc=0)
+    res = r.task("tree")
+    assert res["changed"] is True and res["checked"] == 4
+    assert os.readlink(links[0]["path"]) == "versions/1.2.3" and os.readlink(links[1]["path"]) == "current/bin"
+    st = os.lstat(links[0]["path"])
+    assert stat.S_ISLNK(st.st_mode) and (st.st_uid, st.st_gid) == (0, 0)
+    assert os.path.isdir(links[1]["path"])  # bin -> current/bin -> versions/1.2.3/bin resolves
+    assert sorted(os.listdir(str(opt))) == ["bin", "current", "versions"]  # no temporary link left
+
+    r = run_playbook(tasks=[_link_task(dirs, links)], diff=True, expect_rc=0)
+    assert r.task("tree")["changed"] is False and r.task("tree")["changes"] == []
+
+
+def test_a_wrong_link_is_put_right(tmp_path, run_playbook):
+    opt = tmp_path / "opt"
+    (opt / "versions" / "1.0.0").mkdir(parents=True)
+    os.symlink("versions/1.0.0", str(opt / "current"))
+    os.symlink("current/bin", str(opt / "bin"))
+    os.lchown(str(opt / "bin"), NOBODY.pw_uid, -1)  # right target, wrong owner of the link itself
+    links = _links(tmp_path)
+    r = run_playbook(tasks=[_link_task([], links)], check=True, diff=True, expect_rc=0)
+    res = r.task("tree")
+    assert {c["path"]: c["changes"] for c in res["changes"]} == {links[0]["path"]: ["target"],
+                                                                  links[1]["path"]: ["owner"]}
+    assert os.readlink(links[0]["path"]) == "versions/1.0.0"  # check mode changed nothing
+    assert "link -> versions/1.0.0" in res["diff"]["before"]
+
+    r = run_playbook(tasks=[_link_task([], links)], expect_rc=0)
+    assert r.task("tree")["changed"] is True
+    assert os.readlink(links[0]["path"]) == "versions/1.2.3"
+    assert os.lstat(links[1]["path"]).st_uid == 0 and os.readlink(links[1]["path"]) == "current/bin"
+    assert sorted(os.listdir(str(opt))) == ["bin", "current", "versions"]
+    r = run_playbook(tasks=[_link_task([], links)], expect_rc=0)
+    assert r.task("tree")["changed"] is False
+
+
+@pytest.mark.parametrize("in_the_way", ["file", "directory"])
+def test_a_file_or_directory_where_a_link_belongs_is_refused(tmp_path, run_playbook, in_the_way):
+    opt = tmp_path / "opt"
+    opt.mkdir()
+    current = opt / "current"
+    if in_the_way == "file":
+        current.write_text("not a link\n")
+    else:
+        current.mkdir()
+        (current / "data").write_text("kept\n")
+    links = _links(tmp_path)
+    r = run_playbook(tasks=[_link_task([{"path": str(opt / "new"), "mode": "0755"}], links)], expect_rc=2)
+    res = r.task("tree")
+    assert res.get("failed") is True and "is not a symbolic link" in res["msg"] and "move it away" in res["msg"]
+    assert "Traceback" not in res["msg"]
+    st = os.lstat(str(current))
+    assert not stat.S_ISLNK(st.st_mode)
+    assert (current.read_text() == "not a link\n") if in_the_way == "file" else \
+        ((current / "data").read_text() == "kept\n")
+    assert sorted(os.listdir(str(opt))) == ["current"]  # nothing else was made, not even the directory before it
+
+
+def test_a_missing_owner_is_returned_for_the_role_to_act_on(tmp_path, run_playbook):
+    d = {"path": str(tmp_path / "d"), "mode": "0700", "owner": "no-such-user-xyz"}
+    r = run_playbook(tasks=[{"name": "tree", "trustroot.spire_tpm.file_tree": {"directories": [d]}}], expect_rc=2)
+    res = r.task("tree")
+    assert res["failed"] is True and res["missing_owner"] == "no-such-user-xyz"
+    assert not (tmp_path / "d").exists()
