@@ -56,9 +56,21 @@ options:
     description: The PEM CSR itself, instead of O(csr_path).
     type: str
   cert_path:
-    description: Where the certificate chain is written, leaf first (SPIRE agent's C(devid_cert_path)).
+    description:
+      - Where the certificate chain is written, leaf first (SPIRE agent's C(devid_cert_path)); the certificate in
+        place is read from it.
+      - One of O(cert_path) and O(current_cert) is required; O(state=absent) needs O(cert_path).
     type: path
-    required: true
+  current_cert:
+    description:
+      - The content of the current certificate chain file (PEM, leaf first), given instead of O(cert_path) when that
+        file is on another host, for example on the managed host while the module runs on the controller with
+        O(backend=local) (the role devid_provision reads it with one M(ansible.builtin.slurp)). An empty string
+        means there is no certificate yet.
+      - The module decides from it as from O(cert_path) (keep, renew or issue) and writes nothing. The chain to put
+        in place is returned as RV(cert_pem), the current content unchanged when the certificate is kept.
+      - Only with O(state=present); not with O(owner), O(group) or O(mode) (nothing is written).
+    type: str
   validity:
     description:
       - Requested certificate lifetime as a duration, for example C(2160h) or C(90d).
@@ -173,6 +185,16 @@ EXAMPLES = r"""
     ca_key_path: /etc/lab-ca/ca.key
     validity: 720h
 
+- name: Local CA on the controller for a certificate on the host (nothing written; the play installs cert_pem)
+  trustroot.spire_tpm.devid_certificate:
+    backend: local
+    csr: "{{ devid_csr_result.csr }}"
+    current_cert: "{{ current.content | default('') | b64decode }}"
+    ca_cert_path: /etc/lab-ca/ca.crt
+    ca_key_path: /etc/lab-ca/ca.key
+  delegate_to: localhost
+  register: devid_cert
+
 - name: Decommission - revoke and remove
   trustroot.spire_tpm.devid_certificate:
     state: absent
@@ -212,8 +234,16 @@ previous_serial:
   returned: when a certificate was replaced
   type: str
 cert_path:
-  description: Path of the certificate file.
+  description: Path of the certificate file (null with O(current_cert)).
   returned: success
+  type: str
+cert_pem:
+  description:
+    - The content of the certificate chain file now in place (with O(current_cert), to put in place), leaf first
+      (public data).
+    - The issued or renewed chain; when the certificate is kept, the current content byte for byte.
+    - Null in check mode when a certificate would be issued or renewed.
+  returned: with O(state=present)
   type: str
 """
 
@@ -241,7 +271,8 @@ def main():
             state=dict(type="str", default="present", choices=["present", "absent"]),
             csr_path=dict(type="path"),
             csr=dict(type="str"),
-            cert_path=dict(type="path", required=True),
+            cert_path=dict(type="path"),
+            current_cert=dict(type="str"),
             validity=dict(type="str", default="2160h"),
             renew_before=dict(type="str"),
             ca_url=dict(type="str"),
@@ -262,10 +293,13 @@ def main():
             group=dict(type="str"),
             mode=dict(type="raw"),
         ),
-        mutually_exclusive=[("csr", "csr_path")],
+        mutually_exclusive=[("csr", "csr_path"), ("current_cert", "cert_path"), ("current_cert", "owner"),
+                            ("current_cert", "group"), ("current_cert", "mode")],
+        required_one_of=[("cert_path", "current_cert")],
         required_together=[("devid_pub_path", "devid_priv_path")],
         required_if=[("backend", "step_ca", ("ca_url", "root_fingerprint")),
-                     ("backend", "local", ("ca_cert_path", "ca_key_path"))],
+                     ("backend", "local", ("ca_cert_path", "ca_key_path")),
+                     ("state", "absent", ("cert_path",))],
         supports_check_mode=True,
     )
     if IMPORT_ERROR is not None or not HAS_CRYPTOGRAPHY:

@@ -134,7 +134,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 csr:
-  description: The PEM CSR (null in check mode when the key does not exist yet).
+  description:
+    - The PEM CSR, byte for byte what O(csr_path) holds. It is public data; a play can hand it to
+      O(trustroot.spire_tpm.devid_certificate#module:csr) without reading the file back.
+    - In check mode the CSR that would be written; null when the key does not exist yet.
   returned: success
   type: str
 public_key:

@@ -57,6 +57,17 @@ options:
         its C(baseline) return value (a whole store file's content is accepted too; its current version is used).
       - Without it the report's status is C(no_baseline) (or C(log_does_not_replay)).
     type: dict
+  baseline_copy_path:
+    description:
+      - The host's own copy of its baseline, as the C(boot_state) role writes it on the host (JSON with C(baseline),
+        C(event_log_path), C(gate), C(enforce_on), C(blocked)); the on-host DevID renewal job reads the same file.
+      - When given, the module reads it on the host and evaluates against its baseline, with the baseline's PCR
+        selection and banks and the copy's C(event_log_path) (O(baseline), O(pcrs), O(banks) and
+        O(event_log_path) cannot be given with it). The copy without its baseline is returned as
+        RV(baseline_copy).
+      - When the file does not exist nothing is measured and RV(baseline_copy) is null (a host never enrolled).
+        An unreadable or malformed copy is an error.
+    type: path
 attributes:
   check_mode:
     support: full
@@ -96,12 +107,31 @@ EXAMPLES = r"""
   become: true
   register: boot
   failed_when: boot.report.status != 'ok'
+
+- name: Evaluate against the host's own baseline copy, if it has one (one call)
+  trustroot.spire_tpm.tpm_boot_state:
+    baseline_copy_path: /var/lib/trustroot/boot-state/baseline.json
+  become: true
+  register: boot
+  failed_when: >-
+    boot.baseline_copy is not none and (boot.baseline_copy.blocked is not none
+    or (boot.baseline_copy.gate == 'enforce'
+        and boot.report.findings | intersect(boot.baseline_copy.enforce_on) | length > 0))
 """
 
 RETURN = r"""
+baseline_copy:
+  description:
+    - The host's baseline copy read from O(baseline_copy_path), without its C(baseline) (the report names the
+      baseline's version, C(report.baseline_version)); null when the file does not exist, in which case nothing
+      was measured and no other value is returned.
+  returned: when O(baseline_copy_path) is given
+  type: dict
+  sample: {"schema": 1, "host": "node1", "policy": "block", "gate": "enforce", "enforce_on": ["drift"],
+           "event_log_path": "/sys/kernel/security/tpm0/binary_bios_measurements", "blocked": null}
 boot_state:
   description: What was measured, in the form M(trustroot.spire_tpm.boot_state_baseline) enrols.
-  returned: success
+  returned: success, unless O(baseline_copy_path) does not exist
   type: dict
   contains:
     pcr_selection:
@@ -122,7 +152,7 @@ boot_state:
       type: dict
 report:
   description: The evaluation.
-  returned: success
+  returned: success, unless O(baseline_copy_path) does not exist
   type: dict
   contains:
     status:
@@ -168,7 +198,7 @@ report:
       sample: "PCR 7 changed: EV_EFI_VARIABLE_DRIVER_CONFIG db"
 ansible_facts:
   description: Facts set by the module.
-  returned: success
+  returned: success, unless O(baseline_copy_path) does not exist
   type: dict
   contains:
     tpm_boot_state:
@@ -176,13 +206,13 @@ ansible_facts:
       type: dict
 banks:
   description: The banks that were read.
-  returned: success
+  returned: success, unless O(baseline_copy_path) does not exist
   type: list
   elements: str
   sample: [sha1, sha256]
 tcti:
   description: The TCTI that was used.
-  returned: success
+  returned: success, unless O(baseline_copy_path) does not exist
   type: str
   sample: device:/dev/tpmrm0
 """
@@ -213,18 +243,32 @@ def main():
             event_log_path=dict(type="path", default="/sys/kernel/security/tpm0/binary_bios_measurements"),
             event_log_required=dict(type="bool", default=False),
             baseline=dict(type="dict"),
+            baseline_copy_path=dict(type="path"),
         ),
+        mutually_exclusive=[("baseline_copy_path", other) for other in ("baseline", "pcrs", "banks", "event_log_path")],
         supports_check_mode=True,
     )
     if IMPORT_ERROR is not None or not HAS_PYTSS:
         module.fail_json(msg=missing_required_lib("tpm2-pytss"), exception=IMPORT_ERROR)
     p = module.params
+    extra = {}
     try:
-        pcrs = pcr_utils.normalize_pcrs(p["pcrs"])
-        baseline_doc = bs.current_document(p["baseline"]) if p["baseline"] is not None else None
-        event_log = ev.read_event_log(p["event_log_path"], p["event_log_required"])
+        banks, event_log_path = p["banks"], p["event_log_path"]
+        if p["baseline_copy_path"] is not None:
+            copy = bs.read_host_copy(p["baseline_copy_path"])
+            if copy is None:
+                module.exit_json(changed=False, baseline_copy=None)
+            baseline_doc = bs.current_document(copy["baseline"], "the baseline in %s" % p["baseline_copy_path"])
+            pcrs = pcr_utils.normalize_pcrs(baseline_doc["pcr_selection"])
+            banks = sorted(baseline_doc["pcrs"])
+            event_log_path = copy.get("event_log_path") or event_log_path
+            extra["baseline_copy"] = dict((k, v) for k, v in copy.items() if k != "baseline")
+        else:
+            pcrs = pcr_utils.normalize_pcrs(p["pcrs"])
+            baseline_doc = bs.current_document(p["baseline"]) if p["baseline"] is not None else None
+        event_log = ev.read_event_log(event_log_path, p["event_log_required"])
         wanted = set(pcrs) | set(baseline_doc["pcr_selection"] if baseline_doc else ())
-        values, banks, tcti = pcr_utils.measure(p["tcti"], p["banks"], wanted)
+        values, banks, tcti = pcr_utils.measure(p["tcti"], banks, wanted)
         report = ev.evaluate(values, event_log, baseline_doc, pcr_selection=pcrs)
     except SpireTpmError as err:
         fail_module(module, err)
@@ -237,6 +281,7 @@ def main():
         ansible_facts={"tpm_boot_state": ev.compact(report, selected)},
         banks=banks,
         tcti=tcti,
+        **extra
     )
 
 

@@ -287,6 +287,35 @@ def history(store):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# the host's copy
+# ---------------------------------------------------------------------------------------------------------------
+def read_host_copy(path):
+    """The host's baseline copy (JSON written by the boot_state role: ``gate``, ``enforce_on``, ``blocked``,
+    ``event_log_path``, ``baseline`` ...); None when ``path`` does not exist.
+
+    Read by devid_provision's boot-state gate (tpm_boot_state baseline_copy_path) and by the on-host renewal job
+    (stepca/renew.py --boot-state): both refuse on the same copy.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except (IOError, OSError) as e:
+        if not os.path.exists(path):
+            return None
+        raise SpireTpmError("cannot read the boot-state baseline copy %s: %s" % (path, e.strerror or e),
+                            "run the job as root, or write the copy again (playbooks/boot_state.yml)")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as e:
+        raise SpireTpmError("the boot-state baseline copy %s is not JSON: %s" % (path, e),
+                            "write it again with the boot_state role (playbooks/boot_state.yml or site.yml)")
+    if not isinstance(data, dict) or "baseline" not in data:
+        raise SpireTpmError("the boot-state baseline copy %s holds no baseline" % path,
+                            "write it again with the boot_state role (playbooks/boot_state.yml or site.yml)")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # the store
 # ---------------------------------------------------------------------------------------------------------------
 def store_path(store_dir, host):

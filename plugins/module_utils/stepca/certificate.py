@@ -54,17 +54,46 @@ def _tpm_renewal_configured(params):
 
 
 def _diff(mf, before, after):
-    return {"before": before, "after": after, "before_header": mf.path, "after_header": mf.path}
+    header = mf.path or "current_cert"
+    return {"before": before, "after": after, "before_header": header, "after_header": header}
+
+
+class _GivenCertificate(object):
+    """The current certificate given as content (``current_cert``) instead of a file: decided on like
+    ``cert_path``'s file, never written; ``path`` is None and the result's cert_pem is what to put in place."""
+
+    path = None
+
+    def __init__(self, text):
+        self.before = text.encode("utf-8", "surrogateescape") if text else None
+
+    def write(self, data, check_mode=False):
+        return False
 
 
 def ensure_certificate(params, check_mode=False):
-    """Bring ``params['cert_path']`` to the requested state. Returns the module result (with 'diff')."""
+    """Bring ``params['cert_path']`` (or the certificate given as ``params['current_cert']``) to the requested
+    state. Returns the module result (with 'diff')."""
     backend = params.get("backend") or "step_ca"
     if backend not in BACKENDS:
         raise SpireTpmError("backend %r is unknown" % backend, "use step_ca or local")
-    mode = parse_mode(params.get("mode"), 0o644)
-    mf = ManagedFile(params["cert_path"], mode, params.get("owner"), params.get("group"))
-    existing = issuance.load_chain_file(params["cert_path"])
+    given = params.get("current_cert")
+    if given is not None:
+        if params.get("cert_path"):
+            raise SpireTpmError("current_cert and cert_path are both set",
+                                "give the current certificate either as a file (cert_path) or as content")
+        if params.get("state") == "absent":
+            raise SpireTpmError("state=absent needs cert_path (the file to revoke and remove), not current_cert",
+                                "set cert_path")
+        mf = _GivenCertificate(given)
+        existing = issuance.load_chain(mf.before)
+    elif params.get("cert_path"):
+        mode = parse_mode(params.get("mode"), 0o644)
+        mf = ManagedFile(params["cert_path"], mode, params.get("owner"), params.get("group"))
+        existing = issuance.load_chain_file(params["cert_path"])
+    else:
+        raise SpireTpmError("neither cert_path nor current_cert is set",
+                            "point cert_path at the certificate file, or give its content as current_cert")
     before_text = mf.before.decode("ascii", "replace") if mf.before is not None else ""
     if params.get("state") == "absent":
         return _absent(params, backend, mf, existing, before_text, check_mode)
@@ -87,13 +116,14 @@ def ensure_certificate(params, check_mode=False):
     if action == "none":
         result = issuance.describe(existing)
         changed = mf.write(mf.before, check_mode)     # attributes only
-        result.update(changed=changed, cert_action="none", cert_path=mf.path, diff=None)
+        result.update(changed=changed, cert_action="none", cert_path=mf.path, diff=None,
+                      cert_pem=given if given is not None else mf.before.decode("ascii", "replace"))
         return result
 
     if check_mode:
         result = issuance.describe(existing) if existing else {"serial": None, "not_after": None,
                                                                "not_before": None, "chain": []}
-        result.update(changed=True, cert_action=action, cert_path=mf.path,
+        result.update(changed=True, cert_action=action, cert_path=mf.path, cert_pem=None,
                       diff=_diff(mf, before_text, "<certificate to be %s by the %s backend>\n" % (action, backend)))
         return result
 
@@ -118,7 +148,7 @@ def ensure_certificate(params, check_mode=False):
     result = issuance.describe(chain)
     if existing:
         result["previous_serial"] = str(existing[0].serial_number)
-    result.update(changed=True, cert_action=action, cert_path=mf.path,
+    result.update(changed=True, cert_action=action, cert_path=mf.path, cert_pem=data.decode("ascii"),
                   diff=_diff(mf, before_text, data.decode("ascii")))
     return result
 

@@ -41,16 +41,21 @@ def now_utc():
 
 # --- files and matching -------------------------------------------------------------------------------------------
 
-def load_chain_file(path):
-    """The certificates in ``path`` (leaf first), or None when the file does not exist."""
+def load_chain(data):
+    """The certificates in the PEM bytes ``data`` (leaf first); None without data."""
     require_cryptography()
-    data = read_bytes(path)
     if data is None:
         return None
     try:
         return x509.load_pem_x509_certificates(data)
     except ValueError:
         return []       # unreadable content: treated as "no certificate" and replaced
+
+
+def load_chain_file(path):
+    """The certificates in ``path`` (leaf first), or None when the file does not exist."""
+    require_cryptography()
+    return load_chain(read_bytes(path))
 
 
 def chain_pem(chain):

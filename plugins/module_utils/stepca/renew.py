@@ -29,7 +29,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import argparse
-import json
 import os
 import stat
 import sys
@@ -55,27 +54,6 @@ class BootStateRefused(Exception):
         self.report = report
 
 
-def read_boot_state_copy(path):
-    """The host's baseline copy (JSON written by the boot_state role); None when ``path`` does not exist."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except (IOError, OSError) as e:
-        if not os.path.exists(path):
-            return None
-        raise SpireTpmError("cannot read the boot-state baseline copy %s: %s" % (path, e.strerror or e),
-                            "run the job as root, or write the copy again (playbooks/boot_state.yml)")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except ValueError as e:
-        raise SpireTpmError("the boot-state baseline copy %s is not JSON: %s" % (path, e),
-                            "write it again with the boot_state role (playbooks/boot_state.yml or site.yml)")
-    if not isinstance(data, dict) or "baseline" not in data:
-        raise SpireTpmError("the boot-state baseline copy %s holds no baseline" % path,
-                            "write it again with the boot_state role (playbooks/boot_state.yml or site.yml)")
-    return data
-
-
 def measure_pcrs(tcti, selection, banks):
     """{bank: {"<pcr>": hex}} of ``selection`` in ``banks`` (the baseline's), read as one snapshot."""
     from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import pcr
@@ -84,7 +62,7 @@ def measure_pcrs(tcti, selection, banks):
 
 def check_boot_state(copy_path, tcti=None, measure=measure_pcrs):
     """The boot-state gate: None without a copy, else the report; BootStateRefused when the job must not renew."""
-    copy = read_boot_state_copy(copy_path)
+    copy = boot_baseline.read_host_copy(copy_path)
     if copy is None:
         return None
     doc = boot_baseline.current_document(copy["baseline"], "the baseline in %s" % copy_path)

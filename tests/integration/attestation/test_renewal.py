@@ -103,8 +103,12 @@ class World:
         return subprocess.run(["/bin/sh", "-c", " ".join([str(job)] + list(args))], capture_output=True, text=True,
                               env=CRON_ENV, timeout=180)
 
-    def retire_stale_agents(self, restart_command, **extra):
-        """The devid_provision role's stale_agents.yml, after tpm_devid_verify (its input), as the role runs them."""
+    def retire_stale_agents(self, restart_command, per_host=False, **extra):
+        """The devid_provision role's stale_agents.yml, after tpm_devid_verify (its input), as the role runs them.
+
+        Alone in its play, the host asks the server once for the play (the run_once listing, filtered by its subject
+        selector). ``per_host``: a second host of the play ("peer", another DevID) asks another server, so each host
+        asks its own (the server filters by the subject selector)."""
         v = {"devid_provision_spire_server_host": "localhost",
              "devid_provision_spire_server_bin": str(self.server.bin),
              "devid_provision_spire_server_socket_path": str(self.server.socket_path),
@@ -115,8 +119,27 @@ class World:
         v.update(extra)
         verify = dict(verify_task("verify", self.tpm, self.d, self.d / "devid-ca.pem", self.ek_ca),
                       register="devid_provision_verified")
-        return self.run_playbook(tasks=[verify, {"name": "retire", "ansible.builtin.include_role": {
-            "name": FQCN + "devid_provision", "tasks_from": "stale_agents.yml"}, "vars": v}], expect_rc=0)
+        retire = {"name": "retire", "ansible.builtin.include_role": {
+            "name": FQCN + "devid_provision", "tasks_from": "stale_agents.yml"}, "vars": v}
+        if not per_host:
+            r = self.run_playbook(tasks=[verify, retire], expect_rc=0)
+            assert not role_task(r, "List the tpm_devid agents on the SPIRE server (once for the play)").get("skipped")
+            assert role_task(r, "List the host's tpm_devid agents on the SPIRE server").get("skipped")
+            return r
+        inventory = self.d / "inventory-peer.ini"
+        inventory.write_text("localhost ansible_connection=local\npeer ansible_connection=local\n")
+        v["devid_provision_spire_server_socket_path"] = (
+            "{{ '%s' if inventory_hostname == 'localhost' else '%s' }}" % (self.server.socket_path,
+                                                                          self.d / "no-other-server.sock"))
+        peer = {"name": "peer DevID", "ansible.builtin.set_fact": {"devid_provision_verified": {
+            "agent_id": "spiffe://%s/spire/agent/tpm_devid/%s" % (TD, "0" * 40),
+            "selectors": ["tpm_devid:subject:cn:peer.devid.test"]}}, "when": "inventory_hostname == 'peer'"}
+        r = self.run_playbook(plays=[{"hosts": "localhost,peer", "gather_facts": False, "tasks": [
+            dict(verify, when="inventory_hostname == 'localhost'"), peer, retire]}], inventory=inventory,
+            expect_rc=0)
+        assert role_task(r, "List the tpm_devid agents on the SPIRE server (once for the play)").get("skipped")
+        assert not role_task(r, "List the host's tpm_devid agents on the SPIRE server").get("skipped")
+        return r
 
 
 def role_task(result, suffix):
@@ -174,7 +197,7 @@ def test_renewal_needs_a_restart_and_the_role_retires_the_old_agent_id(
         restart = agent_restart_script(tmp_path / "restart-agent.sh", agent, pidfile)
         assert after_next_reattestation(agent)
         t = poller.now()
-        r = w.retire_stale_agents(str(restart))
+        r = w.retire_stale_agents(str(restart), per_host=True)
         timeline.append(("role run (restart + evict)", poller.now()))
         assert role_task(r, "Restart the SPIRE agent so that it loads the current DevID certificate")["changed"]
         evicted = role_task(r, "Evict the stale agent IDs from the SPIRE server")

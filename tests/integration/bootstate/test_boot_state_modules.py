@@ -220,3 +220,63 @@ def test_no_log_required_log_bad_log_and_bad_inputs(swtpm, run_playbook, tmp_pat
     assert "UnicodeDecodeError" not in msgs["pcrfacts"]
     assert os.listdir(str(store)) == ["node1.json"]
     assert swtpm.transient_handles() == []
+
+
+def test_baseline_copy_path_reads_the_hosts_copy_and_evaluates_as_the_explicit_options(swtpm_factory, run_playbook,
+                                                                                      tmp_path):
+    """devid_provision's gate in one call: tpm_boot_state reads the host's baseline copy (as the boot_state role
+    writes it) and gives the report the explicit options (the copy's baseline, PCR selection, banks and event log
+    path) give; no copy: nothing measured."""
+    tpm = swtpm_factory(ek_certs=False)
+    log_path = tmp_path / "binary_bios_measurements"
+    store = tmp_path / "baselines"
+    events = gen.default_boot_events()
+    boot(tpm, log_path, events)
+    run_playbook(tasks=[measure_task(tpm.tcti, log_path), baseline_task(store, reason="initial enrolment")],
+                 expect_rc=0)
+    doc = json.loads((store / "node1.json").read_text())["versions"][0]
+    copy_path = tmp_path / "boot-state" / "baseline.json"
+    copy_path.parent.mkdir()
+    host_copy = {"schema": 1, "host": "node1", "written_by": "trustroot.spire_tpm.boot_state", "policy": "block",
+                 "gate": "enforce", "enforce_on": ["drift"], "event_log_path": str(log_path), "blocked": None,
+                 "baseline": doc}
+    copy_path.write_text(json.dumps(host_copy, indent=2, sort_keys=True) + "\n")
+    missing = tmp_path / "boot-state" / "none.json"
+    not_json = tmp_path / "boot-state" / "garbage.json"
+    not_json.write_text("{not json")
+    no_baseline = tmp_path / "boot-state" / "empty.json"
+    no_baseline.write_text('{"gate": "enforce"}')
+
+    def from_copy(name, path, **kw):
+        return {"name": name, FQCN + "tpm_boot_state": dict({"tcti": tpm.tcti, "baseline_copy_path": str(path)}, **kw),
+                "register": name}
+
+    explicit = measure_task(tpm.tcti, log_path, name="explicit", baseline=doc, pcrs=doc["pcr_selection"],
+                            banks=sorted(doc["pcrs"]))
+    res = run_playbook(tasks=[from_copy("copy", copy_path), explicit, from_copy("nocopy", missing),
+                              dict(from_copy("garbage", not_json), ignore_errors=True),
+                              dict(from_copy("nobaseline", no_baseline), ignore_errors=True),
+                              dict(from_copy("both", copy_path, pcrs=[0, 7]), ignore_errors=True)])
+    c, e = res.task("copy"), res.task("explicit")
+    assert c["changed"] is False and c["report"]["status"] == "ok" and c["report"]["baseline_version"] == 1
+    assert c["report"] == e["report"] and c["boot_state"] == e["boot_state"] and c["banks"] == e["banks"]
+    assert c["ansible_facts"]["tpm_boot_state"]["status"] == "ok"
+    assert c["baseline_copy"] == dict((k, v) for k, v in host_copy.items() if k != "baseline")
+    nocopy = res.task("nocopy")
+    assert nocopy["changed"] is False and nocopy["baseline_copy"] is None
+    assert "report" not in nocopy and "boot_state" not in nocopy and "ansible_facts" not in nocopy
+    for name, text in (("garbage", "is not JSON"), ("nobaseline", "holds no baseline"),
+                       ("both", "mutually exclusive")):
+        t = res.task(name)
+        assert t["failed"] is True and text in t["msg"] and "Traceback" not in t["msg"], (name, t["msg"])
+
+    # a "reboot" with a new db: the copy's gate sees the drift, as the explicit options do
+    tpm.restart()
+    new_db = gen.signature_list(gen.CERT_X509, [gen.fake_blob("db cert 1", 1000), gen.fake_blob("db cert 3", 1000)])
+    boot(tpm, log_path, gen.with_changed_variable(events, "db", new_db))
+    res = run_playbook(tasks=[from_copy("copy", copy_path), explicit], expect_rc=0)
+    c, e = res.task("copy"), res.task("explicit")
+    assert c["report"]["status"] == "drift" and c["report"]["findings"][0] == "drift"
+    assert c["report"] == e["report"]
+    assert c["report"]["summary"] == "PCR 7 changed: EV_EFI_VARIABLE_DRIVER_CONFIG db"
+    assert tpm.transient_handles() == []

@@ -247,7 +247,6 @@ def up(args):
         "devid_provision_local_ca_cert": str(state / "devid-local-ca" / "ca.crt"),
         "devid_provision_local_ca_key": str(state / "devid-local-ca" / "ca.key"),
         "devid_provision_local_ca_key_password": ca_pw,
-        "devid_provision_local_staging_dir": str(state / "devid-staging"),
         "devid_provision_bundle_dir": str(state / "bundles"),
         "devid_provision_endorsement_ca_files": [str(state / "manufacturer" / "endorsement-ca-bundle.pem")],
         # Lab hosts share the machine's /etc and /opt: keep the renewal job inside their private directories.

@@ -192,7 +192,20 @@ def test_tpm_devid_agent_alias_evict_ban(run_playbook, spire_server_factory, spi
                                               "tpm_devid:issuer:cn:Entry Test DevID Intermediate"])},
         {"name": "exact", info: dict(opts, match_selectors_on="exact",
                                      selectors=["tpm_devid:subject:cn:web1.example.org"])},
+        # devid_provision's listing once for the play: every tpm_devid agent, each host taking those with its
+        # subject selector (Jinja), must give what the server's superset filter gives
+        {"name": "all", info: dict(opts, attestation_type="tpm_devid"), "register": "all_tpm_devid"},
+        {"name": "filtered", "ansible.builtin.set_fact": {
+            "web1": "{{ all_tpm_devid.agents | selectattr('selectors', 'contains', "
+                    "'tpm_devid:subject:cn:web1.example.org') | list }}",
+            "web2": "{{ all_tpm_devid.agents | selectattr('selectors', 'contains', "
+                    "'tpm_devid:subject:cn:web2.example.org') | list }}",
+            "web": "{{ all_tpm_devid.agents | selectattr('selectors', 'contains', "
+                   "'tpm_devid:subject:cn:web') | list }}"}},
     ], expect_rc=0)
+    filtered = res.task("filtered")["ansible_facts"]
+    assert filtered["web1"] == res.task("cn")["agents"] and len(filtered["web1"]) == 1
+    assert filtered["web2"] == res.task("other cn")["agents"] == [] and filtered["web"] == []
     [view] = res.task("cn")["agents"]
     have = agents_by_id(srv)[aid]
     assert view["spiffe_id"] == aid and view["attestation_type"] == "tpm_devid" and view["can_reattest"] is True

@@ -330,3 +330,41 @@ def test_pcr_baseline_file_errors(tmp_path, raw, match):
 def test_pcr_baseline_file_directory(tmp_path):
     with pytest.raises(SpireTpmError, match="cannot read baseline_file .*Is a directory"):
         pcr.load_baseline_file(str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the host's copy (devid_provision's gate via tpm_boot_state baseline_copy_path, and the renewal job)
+# ---------------------------------------------------------------------------------------------------------------
+def test_host_copy_missing_is_none(tmp_path):
+    assert bs.read_host_copy(str(tmp_path / "baseline.json")) is None
+
+
+def test_host_copy_is_read_as_written(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    copy = {"schema": 1, "host": "node1", "gate": "enforce", "enforce_on": ["drift"], "blocked": None,
+            "event_log_path": "/sys/kernel/security/tpm0/binary_bios_measurements",
+            "baseline": enrolled(store)["versions"][0]}
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(copy, indent=2, sort_keys=True) + "\n")
+    assert bs.read_host_copy(str(path)) == copy
+    assert bs.current_document(bs.read_host_copy(str(path))["baseline"])["version"] == 1
+
+
+@pytest.mark.parametrize("raw, match", [
+    (b"{not json", "is not JSON"),
+    (b"\xff\xfe", "is not JSON"),
+    (b'["baseline"]', "holds no baseline"),
+    (b'{"gate": "enforce"}', "holds no baseline"),
+])
+def test_bad_host_copies(tmp_path, raw, match):
+    path = tmp_path / "baseline.json"
+    path.write_bytes(raw)
+    with pytest.raises(SpireTpmError, match=match) as err:
+        bs.read_host_copy(str(path))
+    assert str(path) in str(err.value) and err.value.fix
+
+
+def test_host_copy_that_is_a_directory(tmp_path):
+    with pytest.raises(SpireTpmError, match="cannot read the boot-state baseline copy"):
+        bs.read_host_copy(str(tmp_path))
