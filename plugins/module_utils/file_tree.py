@@ -83,16 +83,10 @@ def replace_link(path, src, uid=-1, gid=-1):
     else:
         raise SpireTpmError("cannot find a free temporary name for the link %s" % path,
                             "remove stale .%s.*.tmp links from %s" % (os.path.basename(path), directory))
-    try:
+    with files.discard_on_failure(tmp):
         if uid != -1 or gid != -1:
             os.lchown(tmp, uid, gid)
         os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 class Entry:

@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import errno
 import grp
 import os
@@ -96,7 +97,7 @@ def atomic_write(path, data, mode=0o600, owner=None, group=None):
     except OSError as e:
         raise SpireTpmError("cannot write in %s: %s" % (directory, e.strerror),
                             "run the task with become, or choose a writable path")
-    try:
+    with discard_on_failure(tmp):
         os.fchmod(fd, mode)
         if uid != -1 or gid != -1:
             os.fchown(fd, uid, gid)
@@ -105,13 +106,21 @@ def atomic_write(path, data, mode=0o600, owner=None, group=None):
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, path)
+    return True
+
+
+@contextlib.contextmanager
+def discard_on_failure(tmp):
+    """Around the steps that prepare a temporary ``tmp`` and rename it into place: when any of them fails, ``tmp`` is
+    removed (the original error is raised); a renamed ``tmp`` is no longer there to remove."""
+    try:
+        yield
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
-    return True
 
 
 def as_text(data):
