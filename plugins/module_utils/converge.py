@@ -46,8 +46,10 @@ from ansible_collections.trustroot.spire_tpm.plugins.module_utils.accounts impor
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.files import ManagedFile, atomic_write
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.stepca.client import format_duration, parse_duration
-from ansible_collections.trustroot.spire_tpm.plugins.module_utils.stepca.issuance import is_due, renew_before_seconds
-from ansible_collections.trustroot.spire_tpm.plugins.module_utils.x509 import not_after, parse_certificates
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.stepca.issuance import (
+    is_due, not_after_of, not_before_of, renew_before_seconds)
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.x509 import (
+    not_after, parse_certificates, public_key_sha256)
 
 SCHEMA = 1
 MAX_REASONS = 20
@@ -275,6 +277,19 @@ def cap_reasons(reasons, limit=MAX_REASONS):
 def certificate_reason(path, renew_before=None, now=None, data=None):
     """None when the certificate at ``path`` (PEM chain leaf first, or DER) is readable and not due for renewal by
     devid_certificate's rule; otherwise the reason. ``data`` replaces reading the file (tests)."""
+    return inspect_certificate(path, renew_before, now=now, data=data)[0]
+
+
+def leaf_facts(path, leaf):
+    """What a role reports of a certificate it did not have to touch, in devid_certificate's formats (serial in
+    decimal, dates ISO 8601) plus the SHA-256 of its public key (devid_csr's public_key_sha256)."""
+    return {"path": path, "serial": str(leaf.serial_number), "not_before": not_before_of(leaf).isoformat(),
+            "not_after": not_after_of(leaf).isoformat(), "public_key_sha256": public_key_sha256(leaf.public_key())}
+
+
+def inspect_certificate(path, renew_before=None, now=None, data=None):
+    """(reason, facts): reason as certificate_reason(); facts (leaf_facts) whenever the leaf could be read, else
+    None."""
     try:
         if data is None:
             with open(path, "rb") as f:
@@ -282,18 +297,19 @@ def certificate_reason(path, renew_before=None, now=None, data=None):
         chain = parse_certificates(data, path)
     except (IOError, OSError) as e:
         if e.errno == errno.ENOENT:
-            return "certificate %s: missing" % path
-        return "certificate %s: cannot be read (%s)" % (path, e.strerror)
+            return "certificate %s: missing" % path, None
+        return "certificate %s: cannot be read (%s)" % (path, e.strerror), None
     except SpireTpmError as e:
-        return "certificate %s: %s" % (path, e.cause.replace(path + " ", "", 1))
+        return "certificate %s: %s" % (path, e.cause.replace(path + " ", "", 1)), None
     if not chain:
-        return "certificate %s: holds no certificate" % path
+        return "certificate %s: holds no certificate" % path, None
     leaf = chain[0]
+    facts = leaf_facts(path, leaf)
     if not is_due(leaf, renew_before, now=now):
-        return None
+        return None, facts
     rule = renew_before or "a third of its lifetime, %s" % format_duration(renew_before_seconds(leaf, None))
     return "certificate %s: due for renewal (not after %s, renew before %s)" % (
-        path, not_after(leaf).strftime("%Y-%m-%dT%H:%M:%SZ"), rule)
+        path, not_after(leaf).strftime("%Y-%m-%dT%H:%M:%SZ"), rule), facts
 
 
 def _first_line(*texts):
@@ -467,8 +483,10 @@ class ConvergenceRecord:
                 reasons.append(problem)
         if record is not None:
             reasons.extend(self._compare(record))
+        certificates = []
         for cert in self.certificates:
-            reason = certificate_reason(cert["path"], cert["renew_before"], now=now)
+            reason, facts = inspect_certificate(cert["path"], cert["renew_before"], now=now)
+            certificates.append(facts)
             if reason:
                 reasons.append(reason)
         if reasons and self.commands:
@@ -479,7 +497,7 @@ class ConvergenceRecord:
                 reason = command_reason(cmd["name"], cmd["argv"], cmd["timeout"])
                 if reason:
                     reasons.append(reason)
-        return {"converged": not reasons, "reasons": cap_reasons(reasons)}
+        return {"converged": not reasons, "reasons": cap_reasons(reasons), "certificates": certificates}
 
     def _compare(self, record):
         reasons = []

@@ -26,6 +26,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
+import hashlib
 import os
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError
@@ -152,6 +153,12 @@ def to_der(cert):
 def fingerprint(cert, algorithm="sha256"):
     algo = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}[algorithm]
     return cert.fingerprint(algo).hex()
+
+
+def public_key_sha256(key):
+    """Lowercase hex SHA-256 of a public key's DER SubjectPublicKeyInfo (a DevID's key and its certificate's match)."""
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
 
 
 def name_text(name):

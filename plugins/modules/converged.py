@@ -168,6 +168,31 @@ reasons:
   elements: str
   sample: ["inputs changed since the record", "/etc/spire/agent/agent.conf: content differs from the record",
            "user spire: supplementary groups differ (recorded: spire,tss; now: spire)"]
+certificates:
+  description:
+    - For each of O(certificates), in order, what its leaf says (whether or not it is due), so that a role that skips
+      its certificate step can still report it; C(null) for one that could not be read.
+  returned: when O(state=check)
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: The certificate's path.
+      type: str
+    serial:
+      description: The leaf's serial number, in decimal (as M(trustroot.spire_tpm.devid_certificate) returns it).
+      type: str
+    not_before:
+      description: Start of validity, ISO 8601 UTC.
+      type: str
+    not_after:
+      description: End of validity, ISO 8601 UTC.
+      type: str
+    public_key_sha256:
+      description: SHA-256 of the leaf's DER SubjectPublicKeyInfo (as M(trustroot.spire_tpm.devid_csr) returns it).
+      type: str
+  sample: [{"path": "/etc/spire/agent/devid/devid.crt", "serial": "3116...", "not_before": "2026-11-30T10:00:00+00:00",
+            "not_after": "2027-02-28T10:00:00+00:00", "public_key_sha256": "1e0c..."}]
 record:
   description: The record of the host now (what was written, or would be in check mode). No file contents.
   returned: when O(state=record)

@@ -27,6 +27,7 @@ import struct
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.files import read_bytes
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.x509 import public_key_sha256  # noqa: F401 (re-exported)
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.context import (
     TSS2_Exception, describe_tss_error, set_auth)
 
@@ -242,12 +243,6 @@ def public_key_of(public):
 def public_key_pem(key):
     return key.public_bytes(serialization.Encoding.PEM,
                             serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
-
-
-def public_key_sha256(key):
-    """Lowercase hex SHA-256 of the DER SubjectPublicKeyInfo."""
-    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
 
 
 def check_devid_public(public, path="the DevID public blob"):

@@ -308,7 +308,7 @@ def test_check_names_what_it_cannot_read(tmp_path, monkeypatch):
         out.write(converge.record_bytes(rec.snapshot()))
     os.chmod(record_path, 0o600)
     if os.geteuid() == 0:       # root:root 0600, as record() writes it
-        assert rec.check() == {"converged": True, "reasons": []}
+        assert rec.check() == {"converged": True, "reasons": [], "certificates": []}
     real_open = os.open
     denied_paths = {str(f)}
 
@@ -321,3 +321,22 @@ def test_check_names_what_it_cannot_read(tmp_path, monkeypatch):
     assert "%s cannot be read (Permission denied)" % f in rec.check()["reasons"]
     denied_paths.add(record_path)
     assert rec.check()["reasons"] == ["record %s cannot be read (Permission denied)" % record_path]
+
+
+def test_inspect_certificate_reports_the_leaf_in_devid_certificate_formats(tmp_path):
+    """The facts a role reports for a certificate it skipped: serial in decimal and ISO dates as devid_certificate's
+    issuance.describe() gives them, and the key digest devid_csr gives (SHA-256 of the DER SubjectPublicKeyInfo),
+    computed here with hashlib over cryptography's own encoding."""
+    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.stepca import issuance
+    cert = _cert(NOW - datetime.timedelta(days=1), NOW + datetime.timedelta(days=89))
+    path = tmp_path / "leaf.crt"
+    path.write_bytes(_pem(cert))
+    reason, facts = converge.inspect_certificate(str(path), now=NOW)
+    assert reason is None
+    described = issuance.describe([cert])
+    assert facts["serial"] == described["serial"] and facts["not_after"] == described["not_after"]
+    assert facts["not_before"] == described["not_before"]
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert facts["public_key_sha256"] == hashlib.sha256(spki).hexdigest()
+    assert converge.inspect_certificate(str(tmp_path / "none.crt")) == ("certificate %s: missing"
+                                                                         % (tmp_path / "none.crt"), None)
