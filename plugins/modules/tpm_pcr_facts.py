@@ -166,27 +166,18 @@ def main():
         elif p["baseline_file"]:
             baseline = pcr_utils.load_baseline_file(p["baseline_file"])
         with open_tpm(p["tcti"]) as tpm:
-            allocated = pcr_utils.allocated_banks(tpm)
-            banks = pcr_utils.check_banks(p["banks"], allocated)
-            if baseline:
-                pcr_utils.check_banks(list(baseline), allocated)
-            selection = dict((b, set(pcrs)) for b in banks)
-            for b, entries in (baseline or {}).items():
-                selection.setdefault(b, set()).update(entries)
-            values = pcr_utils.read_pcrs(tpm, selection)
+            report = pcr_utils.pcr_report(tpm, p["banks"], pcrs, baseline)
             tcti = tpm.tcti_string
     except SpireTpmError as err:
         fail_module(module, err)
 
-    wanted = dict((b, dict((i, values[b][i]) for i in pcrs if i in values[b])) for b in banks)
-    drift = pcr_utils.drift(baseline, values) if baseline is not None else []
     module.exit_json(
         changed=False,
-        ansible_facts={"tpm_pcrs": pcr_utils.to_hex_facts(wanted)},
-        banks=banks,
-        allocated_banks=sorted(allocated),
-        drift=drift,
-        matches_baseline=(not drift) if baseline is not None else None,
+        ansible_facts={"tpm_pcrs": report["values"]},
+        banks=report["banks"],
+        allocated_banks=report["allocated_banks"],
+        drift=report["drift"],
+        matches_baseline=report["matches_baseline"],
         tcti=tcti,
     )
 

@@ -182,6 +182,27 @@ def measure(tcti, banks, pcrs):
         return values, names, tpm.tcti_string
 
 
+def pcr_report(tpm, banks, pcrs, baseline=None):
+    """Read ``pcrs`` (normalised indices) of ``banks`` (None/empty: every allocated bank) through the open ``tpm`` as
+    one snapshot, plus every PCR of ``baseline`` (normalised, or None), and compare them with it.
+
+    Returns ``{values: {bank: {"pcr": hex}} (only banks/pcrs asked for), banks: the banks read, allocated_banks:
+    sorted, drift: [...], matches_baseline: bool or None without a baseline}`` (tpm_pcr_facts' and tpm_host_facts'
+    results)."""
+    allocated = allocated_banks(tpm)
+    names = check_banks(banks, allocated)
+    if baseline:
+        check_banks(list(baseline), allocated)
+    selection = dict((b, set(pcrs)) for b in names)
+    for b, entries in (baseline or {}).items():
+        selection.setdefault(b, set()).update(entries)
+    values = read_pcrs(tpm, selection)
+    wanted = dict((b, dict((i, values[b][i]) for i in pcrs if i in values[b])) for b in names)
+    found = drift(baseline, values) if baseline is not None else []
+    return {"values": to_hex_facts(wanted), "banks": names, "allocated_banks": sorted(allocated), "drift": found,
+            "matches_baseline": (not found) if baseline is not None else None}
+
+
 def to_hex_facts(values):
     """``{bank: {pcr: bytes}}`` → ``{bank: {"pcr": lowercase hex}}`` (JSON-safe, string keys)."""
     return dict((bank, dict((str(p), values[bank][p].hex()) for p in sorted(values[bank]))) for bank in values)
