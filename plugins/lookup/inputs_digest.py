@@ -7,7 +7,8 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: inputs_digest
-author: trustroot.spire_tpm contributors
+author:
+  - trustroot.spire_tpm contributors (@trustroot)
 short_description: Digest of a role's resolved inputs and of the collection code that acts on them
 description:
   - Returns one SHA-256 hex digest over (1) the value of every option of a role's argument specification, as the role

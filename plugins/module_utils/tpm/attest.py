@@ -160,7 +160,7 @@ class Check:
 
 
 def _pk_sha256(key):
-    return devid_mod.public_key_sha256(key)
+    return x509u.public_key_sha256(key)
 
 
 # --- server-side checks -----------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ import struct
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.files import read_bytes
-from ansible_collections.trustroot.spire_tpm.plugins.module_utils.x509 import public_key_sha256  # noqa: F401 (re-exported)
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.context import (
     TSS2_Exception, describe_tss_error, set_auth)
 

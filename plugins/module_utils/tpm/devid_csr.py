@@ -20,7 +20,8 @@ from ansible_collections.trustroot.spire_tpm.plugins.module_utils.files import M
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.context import TSS2_Exception, open_tpm
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.devid import (
     DevIDBlobs, _check_key_type, create_devid, key_type_of, load_devid, parse_public_blob, public_key_pem,
-    public_key_sha256, require_cryptography, signing_key, translate_sign_error)
+    require_cryptography, signing_key, translate_sign_error)
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.x509 import public_key_sha256
 
 try:
     from cryptography import x509
