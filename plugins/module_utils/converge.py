@@ -497,7 +497,8 @@ class ConvergenceRecord:
                 reason = command_reason(cmd["name"], cmd["argv"], cmd["timeout"])
                 if reason:
                     reasons.append(reason)
-        return {"converged": not reasons, "reasons": cap_reasons(reasons), "certificates": certificates}
+        return {"converged": not reasons, "reasons": cap_reasons(reasons), "certificates": certificates,
+                "inputs_digest": self.inputs_digest}
 
     def _compare(self, record):
         reasons = []

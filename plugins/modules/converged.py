@@ -193,6 +193,12 @@ certificates:
       type: str
   sample: [{"path": "/etc/spire/agent/devid/devid.crt", "serial": "3116...", "not_before": "2026-11-30T10:00:00+00:00",
             "not_after": "2027-02-28T10:00:00+00:00", "public_key_sha256": "1e0c..."}]
+inputs_digest:
+  description:
+    - The O(inputs_digest) the check compared, as given. A role records this one at the end of the run the check
+      started, so that inputs resolved differently later in that run (facts gathered on the way) do not key the record.
+  returned: when O(state=check)
+  type: str
 record:
   description: The record of the host now (what was written, or would be in check mode). No file contents.
   returned: when O(state=record)

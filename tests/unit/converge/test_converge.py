@@ -308,7 +308,7 @@ def test_check_names_what_it_cannot_read(tmp_path, monkeypatch):
         out.write(converge.record_bytes(rec.snapshot()))
     os.chmod(record_path, 0o600)
     if os.geteuid() == 0:       # root:root 0600, as record() writes it
-        assert rec.check() == {"converged": True, "reasons": [], "certificates": []}
+        assert rec.check() == {"converged": True, "reasons": [], "certificates": [], "inputs_digest": "d"}
     real_open = os.open
     denied_paths = {str(f)}
 
