@@ -58,6 +58,25 @@ DIR_MODE = 0o700
 DEFAULT_TIMEOUT = 10
 OUTPUT_CHARS = 200
 PATH_TYPES = ("file", "directory", "link", "missing", "other")
+
+# The converged module's options but state (inputs_digest is required with state=check), shared with devid_state's
+# convergence option.
+CHECK_OPTIONS = dict(
+    path=dict(type="str", required=True),
+    inputs_digest=dict(type="str"),
+    paths=dict(type="list", elements="str", default=[]),
+    users=dict(type="list", elements="str", default=[]),
+    groups=dict(type="list", elements="str", default=[]),
+    certificates=dict(type="list", elements="dict", default=[], options=dict(
+        path=dict(type="str", required=True),
+        renew_before=dict(type="str"),
+    )),
+    commands=dict(type="list", elements="dict", default=[], options=dict(
+        name=dict(type="str", required=True),
+        argv=dict(type="list", elements="str", required=True),
+        timeout=dict(type="int", default=DEFAULT_TIMEOUT),
+    )),
+)
 _OTHER_FORMATS = ((stat.S_ISSOCK, "socket"), (stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "character device"),
                   (stat.S_ISBLK, "block device"))
 

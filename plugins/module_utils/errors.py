@@ -31,8 +31,14 @@ class SpireTpmError(Exception):
         return self.cause
 
 
-def fail_module(module, err, **extra):
-    """Fail an AnsibleModule with a SpireTpmError's message and details (never a traceback)."""
+def error_result(err, **extra):
+    """A SpireTpmError as the result of a failed task: ``msg`` (its message), its details and ``extra``."""
     result = dict(err.details)
     result.update(extra)
-    module.fail_json(msg=err.message, **result)
+    result["msg"] = err.message
+    return result
+
+
+def fail_module(module, err, **extra):
+    """Fail an AnsibleModule with a SpireTpmError's message and details (never a traceback)."""
+    module.fail_json(**error_result(err, **extra))

@@ -211,29 +211,14 @@ record:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.trustroot.spire_tpm.plugins.module_utils.converge import ConvergenceRecord
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.converge import CHECK_OPTIONS, ConvergenceRecord
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError, fail_module
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="str", required=True),
-            state=dict(type="str", choices=["check", "record", "absent"], default="check"),
-            inputs_digest=dict(type="str"),
-            paths=dict(type="list", elements="str", default=[]),
-            users=dict(type="list", elements="str", default=[]),
-            groups=dict(type="list", elements="str", default=[]),
-            certificates=dict(type="list", elements="dict", default=[], options=dict(
-                path=dict(type="str", required=True),
-                renew_before=dict(type="str"),
-            )),
-            commands=dict(type="list", elements="dict", default=[], options=dict(
-                name=dict(type="str", required=True),
-                argv=dict(type="list", elements="str", required=True),
-                timeout=dict(type="int", default=10),
-            )),
-        ),
+        argument_spec=dict(state=dict(type="str", choices=["check", "record", "absent"], default="check"),
+                           **CHECK_OPTIONS),
         required_if=[("state", "check", ["inputs_digest"]), ("state", "record", ["inputs_digest"])],
         supports_check_mode=True,
     )
@@ -241,8 +226,7 @@ def main():
     result = {"changed": False}
     diff = None
     try:
-        rec = ConvergenceRecord(p["path"], inputs_digest=p["inputs_digest"], paths=p["paths"], users=p["users"],
-                                groups=p["groups"], certificates=p["certificates"], commands=p["commands"])
+        rec = ConvergenceRecord(**dict((k, p[k]) for k in CHECK_OPTIONS))
         if p["state"] == "check":
             result.update(rec.check())
         elif p["state"] == "record":

@@ -224,9 +224,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError, fail_module
 
 try:
-    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.bootstate import baseline as bs
-    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.bootstate import evaluate as ev
-    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import pcr as pcr_utils
+    from ansible_collections.trustroot.spire_tpm.plugins.module_utils.bootstate import measure
     from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.context import HAS_PYTSS
     IMPORT_ERROR = None
 except ImportError:  # pragma: no cover
@@ -251,38 +249,14 @@ def main():
     if IMPORT_ERROR is not None or not HAS_PYTSS:
         module.fail_json(msg=missing_required_lib("tpm2-pytss"), exception=IMPORT_ERROR)
     p = module.params
-    extra = {}
     try:
-        banks, event_log_path = p["banks"], p["event_log_path"]
-        if p["baseline_copy_path"] is not None:
-            copy = bs.read_host_copy(p["baseline_copy_path"])
-            if copy is None:
-                module.exit_json(changed=False, baseline_copy=None)
-            baseline_doc = bs.current_document(copy["baseline"], "the baseline in %s" % p["baseline_copy_path"])
-            pcrs = pcr_utils.normalize_pcrs(baseline_doc["pcr_selection"])
-            banks = sorted(baseline_doc["pcrs"])
-            event_log_path = copy.get("event_log_path") or event_log_path
-            extra["baseline_copy"] = dict((k, v) for k, v in copy.items() if k != "baseline")
-        else:
-            pcrs = pcr_utils.normalize_pcrs(p["pcrs"])
-            baseline_doc = bs.current_document(p["baseline"]) if p["baseline"] is not None else None
-        event_log = ev.read_event_log(event_log_path, p["event_log_required"])
-        wanted = set(pcrs) | set(baseline_doc["pcr_selection"] if baseline_doc else ())
-        values, banks, tcti = pcr_utils.measure(p["tcti"], banks, wanted)
-        report = ev.evaluate(values, event_log, baseline_doc, pcr_selection=pcrs)
+        result = measure.boot_state(
+            p["tcti"], pcrs=p["pcrs"], banks=p["banks"], event_log_path=p["event_log_path"],
+            event_log_required=p["event_log_required"], baseline=p["baseline"],
+            baseline_copy_path=p["baseline_copy_path"])
     except SpireTpmError as err:
         fail_module(module, err)
-
-    selected = dict((b, dict((k, v) for k, v in values[b].items() if int(k) in pcrs)) for b in values)
-    module.exit_json(
-        changed=False,
-        boot_state={"pcr_selection": pcrs, "pcrs": selected, "event_log": event_log},
-        report=report,
-        ansible_facts={"tpm_boot_state": ev.compact(report, selected)},
-        banks=banks,
-        tcti=tcti,
-        **extra
-    )
+    module.exit_json(changed=False, **result)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.trustroot.spire_tpm.plugins.module_utils.errors import SpireTpmError, fail_module
+from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm.attest import VERIFY_OPTIONS
 
 try:
     from ansible_collections.trustroot.spire_tpm.plugins.module_utils.tpm import attest
@@ -165,18 +166,7 @@ except ImportError:  # pragma: no cover
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            tcti=dict(type="str"),
-            devid_cert_path=dict(type="path", required=True),
-            devid_pub_path=dict(type="path", required=True),
-            devid_priv_path=dict(type="path", required=True),
-            devid_password=dict(type="str", no_log=True),
-            devid_ca_path=dict(type="path", required=True),
-            endorsement_ca_path=dict(type="path", required=True),
-            trust_domain=dict(type="str", required=True),
-            owner_hierarchy_password=dict(type="str", no_log=True),
-            endorsement_hierarchy_password=dict(type="str", no_log=True),
-        ),
+        argument_spec=dict(tcti=dict(type="str"), **VERIFY_OPTIONS),
         supports_check_mode=True,
     )
     if IMPORT_ERROR is not None or not HAS_PYTSS:
@@ -185,20 +175,12 @@ def main():
         module.fail_json(msg=missing_required_lib("cryptography"), exception=str(devid.CRYPTOGRAPHY_IMPORT_ERROR))
     p = module.params
     try:
-        result = attest.verify_devid(
-            tcti=p["tcti"], devid_cert_path=p["devid_cert_path"], devid_pub_path=p["devid_pub_path"],
-            devid_priv_path=p["devid_priv_path"], devid_password=p["devid_password"],
-            devid_ca_path=p["devid_ca_path"], endorsement_ca_path=p["endorsement_ca_path"],
-            trust_domain=p["trust_domain"], owner_hierarchy_password=p["owner_hierarchy_password"],
-            endorsement_hierarchy_password=p["endorsement_hierarchy_password"])
+        result = attest.verify_devid(tcti=p["tcti"], **dict((k, p[k]) for k in VERIFY_OPTIONS))
     except SpireTpmError as err:
         fail_module(module, err)
     failed = result.pop("failed")
     if failed is not None:
-        err = SpireTpmError("SPIRE's tpm_devid attestation would fail at check '%s': %s" % (failed.name,
-                                                                                            failed.detail),
-                            failed.fix)
-        fail_module(module, err, **result)
+        fail_module(module, attest.failure_error(failed), **result)
     module.exit_json(changed=False, **result)
 
 

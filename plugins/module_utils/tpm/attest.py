@@ -63,6 +63,19 @@ CHECK_ORDER = ("devid_chain", "ek_matches_certificate", "ek_chain", "ak_certifie
                "devid_signature")
 _TD_RE = re.compile(r"^[a-z0-9._-]+$")
 
+# The tpm_devid_verify module's options (its tcti aside), shared with devid_state's verify option.
+VERIFY_OPTIONS = dict(
+    devid_cert_path=dict(type="path", required=True),
+    devid_pub_path=dict(type="path", required=True),
+    devid_priv_path=dict(type="path", required=True),
+    devid_password=dict(type="str", no_log=True),
+    devid_ca_path=dict(type="path", required=True),
+    endorsement_ca_path=dict(type="path", required=True),
+    trust_domain=dict(type="str", required=True),
+    owner_hierarchy_password=dict(type="str", no_log=True),
+    endorsement_hierarchy_password=dict(type="str", no_log=True),
+)
+
 
 def sha1_hex(der):
     return hashlib.sha1(der).hexdigest()  # nosec - SPIRE's fingerprint is SHA-1 by specification
@@ -344,144 +357,171 @@ def _read(path, option):
     return data
 
 
-def verify_devid(tcti=None, devid_cert_path=None, devid_pub_path=None, devid_priv_path=None, devid_password=None,
-                 devid_ca_path=None, endorsement_ca_path=None, trust_domain=None, owner_hierarchy_password=None,
-                 endorsement_hierarchy_password=None, now=None):
-    """Run SPIRE's tpm_devid attestation locally. Returns a dict (see the tpm_devid_verify module's RETURN)
-    with ``failed`` (the first broken Check in SPIRE's order, or None)."""
+def load_inputs(devid_cert_path=None, devid_pub_path=None, devid_priv_path=None, devid_ca_path=None,
+                endorsement_ca_path=None, trust_domain=None):
+    """What the replay reads before the TPM: the trust domain, the DevID chain, both CA bundles and the DevID
+    blobs. SpireTpmError for a bad option or file (these stop SPIRE's agent or server before any attestation)."""
     devid_mod.require_cryptography()
     td = normalize_trust_domain(trust_domain)
     certs = load_spire_pem_file(devid_cert_path, "devid_cert_path")
-    leaf, intermediates = certs[0], certs[1:]
-    devid_roots = load_spire_pem_file(devid_ca_path, "devid_ca_path")
-    ek_roots = load_spire_pem_file(endorsement_ca_path, "endorsement_ca_path")
-    pub_blob = _read(devid_pub_path, "devid_pub_path")
-    priv_blob = _read(devid_priv_path, "devid_priv_path")
+    return {
+        "trust_domain": td, "leaf": certs[0], "intermediates": certs[1:],
+        "devid_roots": load_spire_pem_file(devid_ca_path, "devid_ca_path"),
+        "ek_roots": load_spire_pem_file(endorsement_ca_path, "endorsement_ca_path"),
+        "pub_blob": _read(devid_pub_path, "devid_pub_path"), "priv_blob": _read(devid_priv_path, "devid_priv_path"),
+        "devid_ca_path": devid_ca_path, "endorsement_ca_path": endorsement_ca_path,
+        "devid_pub_path": devid_pub_path, "devid_priv_path": devid_priv_path,
+    }
 
+
+def verify_devid(tcti=None, devid_cert_path=None, devid_pub_path=None, devid_priv_path=None, devid_password=None,
+                 devid_ca_path=None, endorsement_ca_path=None, trust_domain=None, owner_hierarchy_password=None,
+                 endorsement_hierarchy_password=None, now=None):
+    """Run SPIRE's tpm_devid attestation locally, in a TPM context of its own. Returns a dict (see the
+    tpm_devid_verify module's RETURN) with ``failed`` (the first broken Check in SPIRE's order, or None)."""
+    inputs = load_inputs(devid_cert_path, devid_pub_path, devid_priv_path, devid_ca_path, endorsement_ca_path,
+                         trust_domain)
+    with open_tpm(tcti) as tpm:
+        return replay(tpm, inputs, devid_password, owner_hierarchy_password, endorsement_hierarchy_password, now)
+
+
+def failure_error(failed):
+    """The error of the first broken Check (``verify_devid()``'s ``failed``): what tpm_devid_verify fails with."""
+    return SpireTpmError("SPIRE's tpm_devid attestation would fail at check '%s': %s" % (failed.name, failed.detail),
+                         failed.fix)
+
+
+def replay(tpm, inputs, devid_password=None, owner_hierarchy_password=None, endorsement_hierarchy_password=None,
+           now=None):
+    """The agent's TPM session and the server's checks through the open ``tpm``, on ``load_inputs()``'s result.
+    Returns ``verify_devid()``'s dict. A failure of the agent session (the DevID does not load, no EK certificate)
+    is a SpireTpmError with the checks run so far in its ``checks`` detail. Every handle it makes is tracked: flushed
+    before it returns, or when the context closes after a failure."""
+    leaf, intermediates = inputs["leaf"], inputs["intermediates"]
+    devid_pub_path, devid_priv_path = inputs["devid_pub_path"], inputs["devid_priv_path"]
     checks = {}
-    chain = None
 
     # Server check 1 needs no TPM.
-    checks["devid_chain"], chain = check_devid_chain(leaf, intermediates, devid_roots, devid_ca_path, now)
+    checks["devid_chain"], chain = check_devid_chain(leaf, intermediates, inputs["devid_roots"],
+                                                     inputs["devid_ca_path"], now)
 
-    with open_tpm(tcti) as tpm:
-        # Agent session (NewSession), in SPIRE's order: DevID, AK, EK; then the EK certificate. A failure here
-        # stops SPIRE's agent before it sends anything: no server check runs.
-        try:
-            devid_handle, devid_public = devid_mod.load_devid(tpm, pub_blob, priv_blob, devid_password,
-                                                              owner_hierarchy_password, devid_pub_path,
-                                                              devid_priv_path)
-            ak_handle, ak_public = create_ak(tpm, owner_hierarchy_password)
-            ek_handle, ek_public = create_spire_ek(tpm, endorsement_hierarchy_password)
-            ek_der = ek_mod.read_nv_certificate(tpm, EK_CERT_NV_INDEX_RSA)
-        except SpireTpmError as e:
-            e.details.setdefault("checks", [c.as_dict() for c in checks.values()])
-            raise
-        if ek_der is None:
-            raise SpireTpmError(
-                "this TPM has no RSA EK certificate at NV index 0x%08x; SPIRE's tpm_devid agent reads the EK "
-                "certificate only from there ('unable to get endorsement certificate') and cannot attest this TPM"
-                % EK_CERT_NV_INDEX_RSA,
-                "use a TPM whose manufacturer provisioned an RSA EK certificate (tpm2_getekcertificate shows it), "
-                "provision one at 0x01c00002 from your own endorsement CA, or use another node attestor",
-                checks=[c.as_dict() for c in checks.values()])
-        try:
-            ek_cert = x509u.parse_certificates(ek_der, "the EK certificate at NV 0x%08x" % EK_CERT_NV_INDEX_RSA)[0]
-        except SpireTpmError as e:
-            raise SpireTpmError("cannot parse the EK certificate: %s" % e.cause, "the TPM's EK certificate is "
-                                "malformed; SPIRE's server rejects it too ('cannot parse endorsement certificate')")
+    # Agent session (NewSession), in SPIRE's order: DevID, AK, EK; then the EK certificate. A failure here
+    # stops SPIRE's agent before it sends anything: no server check runs.
+    try:
+        devid_handle, devid_public = devid_mod.load_devid(tpm, inputs["pub_blob"], inputs["priv_blob"],
+                                                          devid_password, owner_hierarchy_password,
+                                                          devid_pub_path, devid_priv_path)
+        ak_handle, ak_public = create_ak(tpm, owner_hierarchy_password)
+        ek_handle, ek_public = create_spire_ek(tpm, endorsement_hierarchy_password)
+        ek_der = ek_mod.read_nv_certificate(tpm, EK_CERT_NV_INDEX_RSA)
+    except SpireTpmError as e:
+        e.details.setdefault("checks", [c.as_dict() for c in checks.values()])
+        raise
+    if ek_der is None:
+        raise SpireTpmError(
+            "this TPM has no RSA EK certificate at NV index 0x%08x; SPIRE's tpm_devid agent reads the EK "
+            "certificate only from there ('unable to get endorsement certificate') and cannot attest this TPM"
+            % EK_CERT_NV_INDEX_RSA,
+            "use a TPM whose manufacturer provisioned an RSA EK certificate (tpm2_getekcertificate shows it), "
+            "provision one at 0x01c00002 from your own endorsement CA, or use another node attestor",
+            checks=[c.as_dict() for c in checks.values()])
+    try:
+        ek_cert = x509u.parse_certificates(ek_der, "the EK certificate at NV 0x%08x" % EK_CERT_NV_INDEX_RSA)[0]
+    except SpireTpmError as e:
+        raise SpireTpmError("cannot parse the EK certificate: %s" % e.cause, "the TPM's EK certificate is "
+                            "malformed; SPIRE's server rejects it too ('cannot parse endorsement certificate')")
 
-        checks["ek_matches_certificate"] = check_eks_match(ek_cert, ek_public)
-        checks["ek_chain"] = check_ek_chain(ek_cert, ek_roots, endorsement_ca_path, now)
+    checks["ek_matches_certificate"] = check_eks_match(ek_cert, ek_public)
+    checks["ek_chain"] = check_ek_chain(ek_cert, inputs["ek_roots"], inputs["endorsement_ca_path"], now)
 
-        # AK certifies the DevID (agent: CertifyDevIDKey; server: VerifyDevIDCertification)
-        password_rejected = False
-        try:
-            scheme = TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL)
-            attest, signature = tpm.esapi.certify(devid_handle, ak_handle, TPM2B_DATA(), scheme)
-            reason = verify_certify(ak_public, devid_public, bytes(attest), signature)
-            checks["ak_certifies_devid"] = Check(
-                "ak_certifies_devid", reason is None,
-                "TPM2_Certify by the AK over the DevID: " + (reason or "signature valid, certified Name equals the "
-                                                                       "DevID public's Name"),
-                None if reason is None else "the DevID key is not the key in devid_pub_path on this TPM")
-        except TSS2_Exception as e:
-            err = devid_mod.translate_sign_error(e, "TPM2_Certify of the DevID key by the AK")
-            password_rejected = getattr(e, "error", None) in (TPM2_RC.AUTH_FAIL, TPM2_RC.BAD_AUTH)
-            checks["ak_certifies_devid"] = Check("ak_certifies_devid", False, err.cause, err.fix)
+    # AK certifies the DevID (agent: CertifyDevIDKey; server: VerifyDevIDCertification)
+    password_rejected = False
+    try:
+        scheme = TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL)
+        attest, signature = tpm.esapi.certify(devid_handle, ak_handle, TPM2B_DATA(), scheme)
+        reason = verify_certify(ak_public, devid_public, bytes(attest), signature)
+        checks["ak_certifies_devid"] = Check(
+            "ak_certifies_devid", reason is None,
+            "TPM2_Certify by the AK over the DevID: " + (reason or "signature valid, certified Name equals the "
+                                                                   "DevID public's Name"),
+            None if reason is None else "the DevID key is not the key in devid_pub_path on this TPM")
+    except TSS2_Exception as e:
+        err = devid_mod.translate_sign_error(e, "TPM2_Certify of the DevID key by the AK")
+        password_rejected = getattr(e, "error", None) in (TPM2_RC.AUTH_FAIL, TPM2_RC.BAD_AUTH)
+        checks["ak_certifies_devid"] = Check("ak_certifies_devid", False, err.cause, err.fix)
 
-        # Credential activation round trip: AK is in the same TPM as the EK.
-        nonce = os.urandom(hashlib.sha256().digest_size)
-        ak_name = devid_mod.object_name(ak_public)
-        credblob, secret = make_credential(ek_public, nonce, ak_name)
-        session = None
-        try:
-            session = tpm.track(tpm.esapi.start_auth_session(
-                ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.POLICY, TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL), TPM2_ALG.SHA256))
-            tpm.esapi.trsess_set_attributes(session, TPMA_SESSION.CONTINUESESSION)
-            tpm.esapi.policy_secret(ESYS_TR.ENDORSEMENT, session, b"", b"", b"", 0)
-            got = bytes(tpm.esapi.activate_credential(ak_handle, ek_handle, credblob, secret,
-                                                      session1=ESYS_TR.PASSWORD, session2=session))
-            ok = got == nonce
-            checks["credential_activation"] = Check(
-                "credential_activation", ok,
-                "TPM2_ActivateCredential with the EK returned the nonce made for the AK's Name" if ok else
-                "TPM2_ActivateCredential returned a different secret (SPIRE: 'nonces are different')",
-                None if ok else "the AK and the EK are not in the same TPM")
-        except TSS2_Exception as e:
-            err = describe_tss_error(e, "credential activation (TPM2_ActivateCredential with the EK)")
-            checks["credential_activation"] = Check("credential_activation", False, err.cause,
-                                                    err.fix or "check endorsement_hierarchy_password")
-        finally:
-            if session is not None:
-                try:
-                    tpm.flush(session)
-                except TSS2_Exception:
-                    pass
-
-        # DevID proof of possession: sign a 32-byte nonce in the TPM, verify with the certificate's key.
-        if password_rejected:
-            checks["devid_signature"] = Check(
-                "devid_signature", False, "not attempted: the DevID key rejected devid_password (another wrong try "
-                "would count toward the TPM's dictionary-attack lockout)", "set the right devid_password")
-        else:
-            challenge = os.urandom(NONCE_SIZE)
+    # Credential activation round trip: AK is in the same TPM as the EK.
+    nonce = os.urandom(hashlib.sha256().digest_size)
+    ak_name = devid_mod.object_name(ak_public)
+    credblob, secret = make_credential(ek_public, nonce, ak_name)
+    session = None
+    try:
+        session = tpm.track(tpm.esapi.start_auth_session(
+            ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.POLICY, TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL), TPM2_ALG.SHA256))
+        tpm.esapi.trsess_set_attributes(session, TPMA_SESSION.CONTINUESESSION)
+        tpm.esapi.policy_secret(ESYS_TR.ENDORSEMENT, session, b"", b"", b"", 0)
+        got = bytes(tpm.esapi.activate_credential(ak_handle, ek_handle, credblob, secret,
+                                                  session1=ESYS_TR.PASSWORD, session2=session))
+        ok = got == nonce
+        checks["credential_activation"] = Check(
+            "credential_activation", ok,
+            "TPM2_ActivateCredential with the EK returned the nonce made for the AK's Name" if ok else
+            "TPM2_ActivateCredential returned a different secret (SPIRE: 'nonces are different')",
+            None if ok else "the AK and the EK are not in the same TPM")
+    except TSS2_Exception as e:
+        err = describe_tss_error(e, "credential activation (TPM2_ActivateCredential with the EK)")
+        checks["credential_activation"] = Check("credential_activation", False, err.cause,
+                                                err.fix or "check endorsement_hierarchy_password")
+    finally:
+        if session is not None:
             try:
-                key = devid_mod.signing_key(tpm, devid_handle, devid_public)
-                sig = devid_mod.tpm_sign(key, challenge)
-                reason = verify_devid_signature(leaf, challenge, sig)
-                if reason is None:
-                    checks["devid_signature"] = Check(
-                        "devid_signature", True, "the DevID key signed a %d-byte nonce; it verifies with the "
-                        "certificate's public key" % NONCE_SIZE)
-                else:
-                    tpm_key = devid_mod.public_key_of(devid_public)
-                    cert_key = leaf.public_key()
-                    same = _pk_sha256(tpm_key) == _pk_sha256(cert_key)
-                    detail = "the DevID key's signature over the nonce does not verify with the certificate's key: "
-                    if not same:
-                        detail += ("the DevID certificate is for a different key (certificate key sha256 %s, key in "
-                                   "devid_pub_path sha256 %s) (SPIRE: 'devID challenge verification failed')"
-                                   % (_pk_sha256(cert_key), _pk_sha256(tpm_key)))
-                        fix = ("use the certificate issued for this DevID key's CSR (devid_csr returns "
-                               "public_key_sha256), or point devid_pub_path/devid_priv_path at the key the "
-                               "certificate was issued for")
-                    else:
-                        detail += reason
-                        fix = "the DevID key must sign RSASSA-SHA256 (PKCS#1 v1.5) or ECDSA-SHA256"
-                    checks["devid_signature"] = Check("devid_signature", False, detail, fix)
-            except SpireTpmError as e:
-                checks["devid_signature"] = Check("devid_signature", False, e.cause, e.fix)
+                tpm.flush(session)
+            except TSS2_Exception:
+                pass
 
-        for h in (devid_handle, ak_handle, ek_handle):
-            tpm.flush(h)
+    # DevID proof of possession: sign a 32-byte nonce in the TPM, verify with the certificate's key.
+    if password_rejected:
+        checks["devid_signature"] = Check(
+            "devid_signature", False, "not attempted: the DevID key rejected devid_password (another wrong try "
+            "would count toward the TPM's dictionary-attack lockout)", "set the right devid_password")
+    else:
+        challenge = os.urandom(NONCE_SIZE)
+        try:
+            key = devid_mod.signing_key(tpm, devid_handle, devid_public)
+            sig = devid_mod.tpm_sign(key, challenge)
+            reason = verify_devid_signature(leaf, challenge, sig)
+            if reason is None:
+                checks["devid_signature"] = Check(
+                    "devid_signature", True, "the DevID key signed a %d-byte nonce; it verifies with the "
+                    "certificate's public key" % NONCE_SIZE)
+            else:
+                tpm_key = devid_mod.public_key_of(devid_public)
+                cert_key = leaf.public_key()
+                same = _pk_sha256(tpm_key) == _pk_sha256(cert_key)
+                detail = "the DevID key's signature over the nonce does not verify with the certificate's key: "
+                if not same:
+                    detail += ("the DevID certificate is for a different key (certificate key sha256 %s, key in "
+                               "devid_pub_path sha256 %s) (SPIRE: 'devID challenge verification failed')"
+                               % (_pk_sha256(cert_key), _pk_sha256(tpm_key)))
+                    fix = ("use the certificate issued for this DevID key's CSR (devid_csr returns "
+                           "public_key_sha256), or point devid_pub_path/devid_priv_path at the key the "
+                           "certificate was issued for")
+                else:
+                    detail += reason
+                    fix = "the DevID key must sign RSASSA-SHA256 (PKCS#1 v1.5) or ECDSA-SHA256"
+                checks["devid_signature"] = Check("devid_signature", False, detail, fix)
+        except SpireTpmError as e:
+            checks["devid_signature"] = Check("devid_signature", False, e.cause, e.fix)
+
+    for h in (devid_handle, ak_handle, ek_handle):
+        tpm.flush(h)
 
     ordered = [checks[n] for n in CHECK_ORDER if n in checks]
     failed = next((c for c in ordered if not c.ok), None)
     return {
         "checks": [c.as_dict() for c in ordered],
         "failed": failed,
-        "agent_id": agent_id(td, leaf),
+        "agent_id": agent_id(inputs["trust_domain"], leaf),
         "selectors": selectors(leaf, [chain] if chain else []),
         "devid_certificate": x509u.certificate_summary(leaf),
         "ek_certificate": x509u.certificate_summary(ek_cert),

@@ -177,9 +177,17 @@ def measure(tcti, banks, pcrs):
     Returns ``({bank: {"pcr": hex}}, the banks read, the TCTI string used)``.
     """
     with open_tpm(tcti) as tpm:
-        names = check_banks(banks, allocated_banks(tpm))
-        values = to_hex_facts(read_pcrs(tpm, dict((b, list(pcrs)) for b in names)))
+        values, names = read_values(tpm, banks, pcrs)
         return values, names, tpm.tcti_string
+
+
+def read_values(tpm, banks, pcrs):
+    """Read ``pcrs`` of ``banks`` (None: every allocated bank) through the open ``tpm`` as one snapshot.
+
+    Returns ``({bank: {"pcr": hex}}, the banks read)``.
+    """
+    names = check_banks(banks, allocated_banks(tpm))
+    return to_hex_facts(read_pcrs(tpm, dict((b, list(pcrs)) for b in names))), names
 
 
 def pcr_report(tpm, banks, pcrs, baseline=None):

@@ -140,3 +140,24 @@ def test_baseline_file_json_and_tpm2_pcrread_yaml(tmp_path):
         pcr.load_baseline_file(str(bad))
     with pytest.raises(SpireTpmError, match="cannot read"):
         pcr.load_baseline_file(str(tmp_path / "missing.json"))
+
+
+class AllocatingEsapi(FakeEsapi):
+    """FakeEsapi that also answers TPM2_GetCapability(PCRS) with its banks, every PCR allocated."""
+
+    def get_capability(self, cap, prop, count):
+        sels = [TPMS_PCR_SELECTION(hash=alg, pcrs=sorted(vals)) for alg, vals in sorted(self.values.items())]
+        return False, type("Caps", (), {"data": type("Data", (), {"assignedPCR": sels})()})()
+
+
+def test_read_values_through_an_open_tpm():
+    """read_values (measure()'s read, through a TPM the caller opened): the asked PCRs of the asked banks as hex,
+    every allocated bank by default."""
+    esapi = AllocatingEsapi(_values())
+    values, banks = pcr.read_values(FakeTPM(esapi), None, [0, 7])
+    assert banks == ["sha1", "sha256"]
+    assert values == {"sha1": {"0": "00" * 20, "7": "07" * 20}, "sha256": {"0": "64" * 32, "7": "6b" * 32}}
+    values, banks = pcr.read_values(FakeTPM(AllocatingEsapi(_values())), ["sha256"], {7})
+    assert banks == ["sha256"] and values == {"sha256": {"7": "6b" * 32}}
+    with pytest.raises(SpireTpmError, match="'sha384' is not allocated"):
+        pcr.read_values(FakeTPM(AllocatingEsapi(_values())), ["sha384"], [0])
